@@ -1,0 +1,188 @@
+"""Codecs by name and the one function that runs a codec on an image batch.
+
+Every other module (attacks, losses, trainers, evaluation) calls :func:`codec_forward`; nothing
+else calls ``model(x)`` directly. It makes the quantisation explicit, because CompressAI picks it
+from ``model.training``: in eval mode it rounds with ``torch.round`` whose gradient is zero, so an
+attack or a gradient regulariser (``smooth_loss``, arXiv 2403.06700 eq. 1) on an eval-mode model
+would silently see no gradient. Here the caller chooses:
+
+* ``"round"``  real rounding (what ``compress()`` does); zero input gradient. Evaluation.
+* ``"noise"``  additive uniform noise U(-0.5, 0.5) (Balle et al. 2017), the training proxy.
+* ``"ste"``    rounding in the forward pass, identity gradient (straight-through estimator).
+
+Models: ``hyper`` (Balle 2018 scale hyperprior, the paper's "Hyper"), ``mbt2018-mean``,
+``cheng2020-anchor`` and ``cheng2020-attn`` (the paper's "Cheng"), built from CompressAI.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyModel
+from compressai.ops import compute_padding
+from compressai.zoo import image as zoo_image
+from compressai.zoo.image import cfgs as ZOO_CFGS
+
+QUANT_MODES = ("round", "noise", "ste")
+PAD_MULTIPLE = 64  # six stride-2 stages (g_a + h_a)
+
+# our name -> CompressAI zoo name
+ARCHS = {
+    "hyper": "bmshj2018-hyperprior",
+    "mbt2018-mean": "mbt2018-mean",
+    "cheng2020-anchor": "cheng2020-anchor",
+    "cheng2020-attn": "cheng2020-attn",
+}
+
+# CompressAI's MSE lambdas per quality (compressai docs, "Training" / zoo models)
+LMBDA_BY_QUALITY = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483,
+                    7: 0.0932, 8: 0.1800}
+
+
+def build_model(name: str = "hyper", quality: Optional[int] = 3, N: Optional[int] = None,
+                M: Optional[int] = None, pretrained: Optional[str] = None) -> torch.nn.Module:
+    """Build a CompressAI codec by name.
+
+    Args:
+        name: one of :data:`ARCHS` (``hyper`` is CompressAI's ``bmshj2018-hyperprior``).
+        quality: CompressAI quality index, selects (N, M) as in the zoo; ignored when N is given.
+        N, M: explicit channel counts (``cheng2020-*`` use N only).
+        pretrained: ``"compressai"`` loads the official zoo weights for ``quality`` (needs
+            internet on first use); ``None`` starts from random weights.
+    """
+    if name not in ARCHS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHS)}")
+    arch = ARCHS[name]
+    cls = zoo_image.model_architectures[arch]
+    if pretrained not in (None, "", "none", "compressai"):
+        raise ValueError(f"pretrained must be None or 'compressai', got {pretrained!r}")
+    if pretrained == "compressai":
+        if N is not None:
+            raise ValueError("pretrained='compressai' uses the zoo's (N, M); do not pass N/M")
+        fn = getattr(zoo_image, arch.replace("-", "_"))
+        return fn(quality=quality, metric="mse", pretrained=True)
+    if N is None:
+        if quality not in ZOO_CFGS[arch]:
+            raise ValueError(f"quality for {name} must be one of {sorted(ZOO_CFGS[arch])}, "
+                             f"got {quality!r}")
+        dims = ZOO_CFGS[arch][quality]
+    else:
+        dims = (int(N),) if arch.startswith("cheng2020") else (int(N), int(M if M else N))
+    return cls(*dims)
+
+
+def model_from_state_dict(name: str, state_dict: Dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Rebuild a codec from its state dict with CompressAI's own ``from_state_dict``."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHS)}")
+    return zoo_image.model_architectures[ARCHS[name]].from_state_dict(state_dict)
+
+
+def _quantize(self, inputs, mode, means=None, *, qmode="round", generator=None):
+    """Replacement for ``EntropyModel.quantize`` that honours our explicit quantisation mode."""
+    if mode == "symbols":  # used by compress(); never change it
+        return EntropyModel.quantize(self, inputs, mode, means)
+    if qmode == "noise":
+        noise = torch.rand(inputs.shape, generator=generator, device=inputs.device,
+                           dtype=inputs.dtype) - 0.5
+        return inputs + noise
+    shifted = inputs - means if means is not None else inputs
+    rounded = torch.round(shifted)
+    if qmode == "ste":
+        rounded = shifted + (rounded - shifted).detach()
+    return rounded + means if means is not None else rounded
+
+
+@contextlib.contextmanager
+def quantization(model: torch.nn.Module, quant: str, generator: Optional[torch.Generator] = None):
+    """Temporarily make every entropy model of ``model`` quantise with ``quant``."""
+    if quant not in QUANT_MODES:
+        raise ValueError(f"quant must be one of {QUANT_MODES}, got {quant!r}")
+    ems = [m for m in model.modules() if isinstance(m, EntropyModel)]
+    for em in ems:
+        em.quantize = (lambda inputs, mode, means=None, _em=em:
+                       _quantize(_em, inputs, mode, means, qmode=quant, generator=generator))
+    try:
+        yield
+    finally:
+        for em in ems:
+            em.__dict__.pop("quantize", None)
+
+
+def pad(x: torch.Tensor, multiple: int = PAD_MULTIPLE):
+    """Zero-pad (centred, as ``compressai.utils.eval_model``) to a multiple; returns (x, unpad)."""
+    h, w = x.shape[-2:]
+    padding, unpad = compute_padding(h, w, min_div=multiple)
+    if any(padding):
+        x = F.pad(x, padding, mode="constant", value=0)
+    return x, unpad
+
+
+def crop(x: torch.Tensor, unpad) -> torch.Tensor:
+    """Undo :func:`pad`."""
+    return F.pad(x, unpad) if any(unpad) else x
+
+
+def _bits(likelihoods: torch.Tensor) -> torch.Tensor:
+    """Per-sample information content in bits, shape [B]."""
+    return (-torch.log2(likelihoods)).flatten(1).sum(1)
+
+
+def codec_forward(model: torch.nn.Module, x: torch.Tensor, quant: str = "round",
+                  generator: Optional[torch.Generator] = None) -> Dict[str, object]:
+    """Run ``model`` on ``x`` with an explicit quantisation mode (the one forward).
+
+    Args:
+        model: a CompressAI codec with ``g_a`` (analysis transform) and entropy models.
+        x: float batch [B, 3, H, W] in [0, 1]; any H, W (padded to 64 and cropped back).
+        quant: ``"round"``, ``"noise"`` or ``"ste"`` (see module docstring). Independent of
+            ``model.training``.
+        generator: optional RNG for ``"noise"``, so that two calls can share one noise sample.
+
+    Returns:
+        dict with ``x_hat`` [B,3,H,W] (cropped, not clamped), ``y`` (analysis output, the
+        paper's y), ``likelihoods`` {``y``, ``z``}, and per-sample [B] tensors ``bpp_main``
+        (bits of y, the paper's bpp_main), ``bpp_hyper`` (bits of z) and ``bpp`` = their sum.
+        Bits are divided by the original H*W, so padding never lowers the rate.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a [B,3,H,W] batch, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a float tensor in [0,1], got dtype {x.dtype}")
+    h, w = x.shape[-2:]
+    xp, unpad = pad(x)
+    captured = {}
+    hook = model.g_a.register_forward_hook(lambda mod, inp, out: captured.__setitem__("y", out))
+    try:
+        with quantization(model, quant, generator):
+            out = model(xp)
+    finally:
+        hook.remove()
+    num_pixels = float(h * w)
+    lik = out["likelihoods"]
+    bpp_main = _bits(lik["y"]) / num_pixels
+    bpp_hyper = _bits(lik["z"]) / num_pixels
+    return {
+        "x_hat": crop(out["x_hat"], unpad),
+        "y": captured["y"],
+        "likelihoods": lik,
+        "bpp_main": bpp_main,
+        "bpp_hyper": bpp_hyper,
+        "bpp": bpp_main + bpp_hyper,
+    }
+
+
+def aux_parameters(model: torch.nn.Module):
+    """Parameters of the entropy bottleneck's quantiles (CompressAI's aux optimiser)."""
+    return [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+
+
+def net_parameters(model: torch.nn.Module):
+    """All other trainable parameters (the net optimiser)."""
+    return [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
