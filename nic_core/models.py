@@ -142,7 +142,7 @@ def codec_forward(model: torch.nn.Module, x: torch.Tensor, quant: str = "round",
         generator: optional RNG for ``"noise"``, so that two calls can share one noise sample.
 
     Returns:
-        dict with ``x_hat`` [B,3,H,W] (cropped, not clamped), ``y`` (analysis output, the
+        dict with ``x_hat`` [B,3,H,W] (cropped, not clamped), ``y`` (analysis output of the padded input, the
         paper's y), ``likelihoods`` {``y``, ``z``}, and per-sample [B] tensors ``bpp_main``
         (bits of y, the paper's bpp_main), ``bpp_hyper`` (bits of z) and ``bpp`` = their sum.
         Bits are divided by the original H*W, so padding never lowers the rate.

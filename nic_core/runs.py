@@ -1,0 +1,117 @@
+"""Run folders: what a notebook (or ``python -m nic_core.runs``) does for one stage.
+
+A run folder ``run_dir`` holds ``checkpoint.pt`` (resumable), ``history.jsonl`` (one row per
+step), ``config.yaml`` (the validated parameters), ``metrics.json`` (CompressAI eval shape plus
+the attack block, see ``evaluate``) and plots. Notebooks call :func:`run_training` and
+:func:`evaluate_run`; everything here is a few calls into the other modules.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import yaml
+
+from . import checkpoints, config, data
+from .models import build_model
+from .trainers import make_objective, resolve_device, train
+
+PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb"}
+
+
+def setup(cfg: Dict[str, Any]) -> torch.device:
+    """Threads and device from the parameters."""
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    return resolve_device(cfg["device"])
+
+
+def load_required(cfg: Dict[str, Any], key: str, device) -> torch.nn.Module:
+    """Load the checkpoint named by ``cfg[key]``; say which notebook makes it when missing."""
+    path = cfg.get(key)
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{key} checkpoint {path!r} not found: run {PRODUCED_BY[key]} first "
+            f"(its run_dir/checkpoint.pt), or set the {key!r} parameter to an existing file")
+    return checkpoints.load_model(path, device=device)
+
+
+def build_student(cfg: Dict[str, Any], device) -> torch.nn.Module:
+    if cfg["stage"] == "pretrain":
+        return build_model(cfg["model"], quality=cfg["quality"], N=cfg["N"], M=cfg["M"]).to(device)
+    return load_required(cfg, "pretrained", device)
+
+
+def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list]:
+    """Build (or load) the model, train it for ``stage`` and save into ``cfg["run_dir"]``."""
+    cfg = {**cfg, "stage": stage}
+    device = setup(cfg)
+    run_dir = Path(cfg["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+    model = build_student(cfg, device)
+    teacher = load_required(cfg, "teacher", device) if stage == "pkdt" and cfg["method"] == "pkdt" \
+        else None
+    paths, desc = data.find_train_set(cfg["data_root"])
+    print(f"training data: {desc}")
+    dataset = data.ImageFolderDataset(paths, patch_size=cfg["patch_size"], train=True)
+    history = train(model, dataset, make_objective(cfg, teacher), cfg, run_dir, device)
+    return model, history
+
+
+def test_images(cfg: Dict[str, Any]):
+    """The evaluation images of a run: ``eval_set``, first ``eval_limit``, centre ``eval_crop``."""
+    paths, desc = data.find_test_set(cfg["eval_set"], cfg["data_root"])
+    if cfg["eval_limit"]:
+        paths = paths[:cfg["eval_limit"]]
+        desc += f", first {len(paths)}"
+    images = data.load_images(paths)
+    c = cfg["eval_crop"]
+    if c:
+        def centre(t):
+            h, w = t.shape[-2:]
+            top, left = max(0, (h - c) // 2), max(0, (w - c) // 2)
+            return t[:, top:top + c, left:left + c]
+        images = [(n, centre(t)) for n, t in images]
+        desc += f", centre {c}x{c} crops"
+    return images, desc
+
+
+def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: str,
+                 out: Optional[Path] = None) -> Dict[str, Any]:
+    """Clean + psnr/bpp-attack evaluation written to ``<run_dir>/metrics.json``."""
+    from . import evaluate
+
+    images, desc = test_images(cfg)
+    attacks = ("psnr", "bpp") if cfg["attack_iterations"] > 0 else ()
+    results = evaluate.evaluate_robustness(
+        model, images, attacks=attacks, eps=cfg["eps"], iterations=max(1, cfg["attack_iterations"]),
+        lr=cfg["attack_lr"], quant=cfg["attack_quant"], seed=cfg["seed"], name=name,
+        description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
+        progress=cfg["progress"])
+    evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
+    return results
+
+
+def main(argv=None) -> int:
+    """``python -m nic_core.runs STAGE [-f params.yaml] [-p name value ...]``: train + evaluate."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("stage", choices=sorted(config.STAGE))
+    ap.add_argument("-f", "--params", help="YAML parameter file")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args(argv)
+    params = config.load_params(args.params) if args.params else {}
+    params.update({k: yaml.safe_load(v) for k, v in args.p})
+    cfg = config.validate(args.stage, params)
+    model, _ = run_training(args.stage, cfg)
+    if not args.no_eval:
+        evaluate_run(model, {**cfg, "stage": args.stage}, name=args.stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

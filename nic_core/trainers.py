@@ -1,0 +1,259 @@
+"""One training loop; pretraining, Stage I, Stage II (PKDT) and the baselines are configurations.
+
+The stages of arXiv 2403.06700 (Algorithm 1) differ only in the *objective*, a callable
+``objective(model, x) -> {"loss": tensor, ...scalars}`` that may attack part of the batch or
+consult a frozen teacher. :func:`train` owns everything else, so a fix reaches every stage: the
+net + aux optimisers (CompressAI style; aux = ``*.quantiles``), gradient clipping, the paper's
+step-wise learning-rate halving, a NaN guard, ``history.jsonl`` logging, atomic checkpoints with
+``update(force=True)`` and exact resume (model, optimisers, step, RNG state).
+
+Objectives (see :func:`make_objective`):
+
+* ``pretrain``: RD loss = lmbda * 255^2 * MSE + bpp on clean crops.
+* ``teacher`` (Stage I): RD loss + alpha * smooth_loss (eq. 2).
+* ``pkdt`` (Stage II): per batch, psnr-attack one part and bpp-attack another against the current
+  student in one batched call; loss = D_loss + alpha * |bpp_tc - bpp_ft| + beta * smooth_loss
+  (eq. 3-5) with the teacher's bpp on the *clean* inputs.
+* ``adv`` (plain adversarial training) and ``ma2023`` (Chen & Ma's fine-tuning defence): the same
+  attacked batch, RD loss on it, no teacher.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import torch
+
+from . import checkpoints
+from .models import aux_parameters, codec_forward, net_parameters
+
+Objective = Callable[[torch.nn.Module, torch.Tensor], Dict[str, torch.Tensor]]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(t: float, start: int, every: int) -> float:
+    """The paper's schedule: constant, then halved at ``start`` and every ``every`` after.
+
+    E.g. pretraining: start=50, every=25 (epochs) halves at epochs 50 and 75 of 100.
+    ``start=0`` means no decay.
+    """
+    if start <= 0 or t < start:
+        return 1.0
+    return 0.5 ** (1 + int((t - start) // every))
+
+
+def batch_stream(dataset, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
+                 world_size: int = 1) -> Iterator[torch.Tensor]:
+    """Endless batches: a fresh permutation per epoch from ``(seed, epoch)``, drop-last.
+
+    Deterministic in the step index, so a resumed run sees the same batches as an uninterrupted
+    one (random crops come from the global torch RNG, saved in the checkpoint). ``rank`` /
+    ``world_size`` shard each epoch's permutation for multi-process training.
+    """
+    n = len(dataset)
+    per_epoch = steps_per_epoch(n, batch_size * world_size)
+    step = start_step
+    while True:
+        epoch, pos = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        if n < batch_size * world_size:  # tiny data sets: sample with replacement
+            perm = perm.repeat(math.ceil(batch_size * world_size / n))
+        for b in range(pos, per_epoch):
+            idx = perm[b * batch_size * world_size:(b + 1) * batch_size * world_size]
+            idx = idx[rank::world_size]
+            yield torch.stack([dataset[int(i)] for i in idx])
+            step += 1
+
+
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    return max(1, n_items // batch_size)
+
+
+def total_steps(cfg: Dict[str, Any], n_items: int) -> int:
+    if cfg["budget_unit"] == "steps":
+        return cfg["budget"]
+    return cfg["budget"] * steps_per_epoch(n_items, cfg["batch_size"])
+
+
+def _read_history(path: Path, before_step: int) -> List[Dict[str, float]]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["step"] < before_step]
+
+
+def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, Any],
+          run_dir, device: Optional[torch.device] = None, max_nan_steps: int = 5,
+          stop_after: Optional[int] = None) -> List[Dict[str, float]]:
+    """Train ``model`` in place on ``dataset`` with ``objective``; returns the history.
+
+    Args:
+        model: CompressAI codec (already on ``device``).
+        dataset: indexable of [3, p, p] tensors (``data.ImageFolderDataset``).
+        objective: ``objective(model, x) -> {"loss", ...}`` (see :func:`make_objective`).
+        cfg: validated parameters (``config.validate``): lr, aux_lr, clip_max_norm, budget,
+            budget_unit, lr_decay_start, lr_decay_every, batch_size, seed, ckpt_every, resume.
+        run_dir: folder for ``checkpoint.pt`` and ``history.jsonl``.
+        max_nan_steps: skip a step whose loss is not finite, fail after this many in a row.
+        stop_after: stop (with a checkpoint) after this many steps of *this call*, as if the
+            process had been killed; used to test resume.
+    """
+    device = device or next(model.parameters()).device
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, hist_path = run_dir / "checkpoint.pt", run_dir / "history.jsonl"
+    seed_everything(cfg["seed"])
+    net_opt = torch.optim.Adam(net_parameters(model), lr=cfg["lr"])
+    aux_opt = torch.optim.Adam(aux_parameters(model), lr=cfg["aux_lr"])
+    start = 0
+    if cfg.get("resume", True) and ckpt_path.exists():
+        ckpt = checkpoints.load_checkpoint(ckpt_path, map_location=device)
+        if ckpt.get("stage") == cfg.get("stage", ckpt.get("stage")) and ckpt["optimizer"]:
+            model.load_state_dict(ckpt["state_dict"])
+            net_opt.load_state_dict(ckpt["optimizer"])
+            aux_opt.load_state_dict(ckpt["aux_optimizer"])
+            checkpoints.set_rng_state(ckpt["rng"])
+            start = ckpt["step"]
+    history = _read_history(hist_path, start)
+    with open(hist_path, "w") as f:  # drop rows logged after the checkpoint we resume from
+        f.writelines(json.dumps(r) + "\n" for r in history)
+
+    n_total = total_steps(cfg, len(dataset))
+    per_epoch = steps_per_epoch(len(dataset), cfg["batch_size"])
+    unit = per_epoch if cfg["budget_unit"] == "epochs" else 1
+    stop = n_total if stop_after is None else min(n_total, start + stop_after)
+    batches = batch_stream(dataset, cfg["batch_size"], cfg["seed"], start)
+
+    def save(step):
+        checkpoints.save_checkpoint(ckpt_path, model, cfg, net_opt, aux_opt, step=step,
+                                    epoch=step // per_epoch, extra={"stage": cfg.get("stage")})
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=n_total, initial=start, desc=cfg.get("stage", "train"),
+               disable=not cfg.get("progress", True))
+    nan_run, t0 = 0, time.perf_counter()
+    with open(hist_path, "a") as log:
+        for step in range(start, stop):
+            lr = cfg["lr"] * lr_factor(step / unit, cfg["lr_decay_start"], cfg["lr_decay_every"])
+            for group in net_opt.param_groups:
+                group["lr"] = lr
+            x = next(batches).to(device, non_blocking=True)
+            model.train()
+            terms = objective(model, x)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                nan_run += 1
+                net_opt.zero_grad(set_to_none=True)
+                if nan_run >= max_nan_steps:
+                    save(step)
+                    raise FloatingPointError(f"loss not finite for {nan_run} steps in a row "
+                                             f"(step {step}); last good state saved to {ckpt_path}")
+                bar.update(1)
+                continue
+            nan_run = 0
+            net_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg["clip_max_norm"] > 0:
+                torch.nn.utils.clip_grad_norm_(net_parameters(model), cfg["clip_max_norm"])
+            net_opt.step()
+            aux_opt.zero_grad(set_to_none=True)
+            aux_loss = model.aux_loss()
+            aux_loss.backward()
+            aux_opt.step()
+            row = {"step": step + 1, "epoch": (step + 1) / per_epoch, "lr": lr,
+                   "aux_loss": float(aux_loss), "seconds": time.perf_counter() - t0,
+                   **{k: float(v) for k, v in terms.items()}}
+            history.append(row)
+            log.write(json.dumps(row) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+            if cfg.get("ckpt_every") and (step + 1) % cfg["ckpt_every"] == 0 and step + 1 < stop:
+                log.flush()
+                save(step + 1)
+    bar.close()
+    save(stop)
+    model.eval()
+    return history
+
+
+def _split_roles(batch_mix: str, batch_size: int) -> List[str]:
+    """Per-sample roles for Stage II, e.g. ``"psnr,bpp,clean"`` repeated to the batch size."""
+    roles = [r.strip() for r in batch_mix.split(",") if r.strip()]
+    bad = [r for r in roles if r not in ("psnr", "bpp", "clean", "ma2023")]
+    if not roles or bad:
+        raise ValueError(f"batch_mix must list psnr/bpp/clean/ma2023 roles, got {batch_mix!r}")
+    return [roles[i % len(roles)] for i in range(batch_size)]
+
+
+def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = None) -> Objective:
+    """The loss of one training step for ``cfg["stage"]`` (and ``cfg["method"]`` in Stage II)."""
+    from . import attacks, losses
+    from .config import smooth_terms
+
+    stage = cfg["stage"]
+    terms = smooth_terms(cfg.get("smooth_terms", ""))
+
+    def smooth(model, x, out):
+        return losses.smooth_loss(model, x, terms=terms, out=out)
+
+    if stage == "pretrain":
+        def objective(model, x):
+            return losses.rd_loss(codec_forward(model, x, "noise"), x, cfg["lmbda"])
+        return objective
+
+    if stage == "teacher":
+        def objective(model, x):
+            out = codec_forward(model, x, "noise")
+            rd = losses.rd_loss(out, x, cfg["lmbda"])
+            sm = smooth(model, x, out) if cfg["alpha"] > 0 and terms else None
+            loss = rd["loss"] + (cfg["alpha"] * sm["loss"] if sm is not None else 0.0)
+            return {**rd, "loss": loss, **({"smooth_loss": sm["loss"]} if sm else {})}
+        return objective
+
+    if stage != "pkdt":
+        raise ValueError(f"unknown stage {stage!r}")
+    method = cfg["method"]
+    if method == "pkdt" and teacher is None:
+        raise ValueError("Stage II (method='pkdt') needs a teacher model")
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
+
+    def objective(model, x):
+        roles = _split_roles(cfg["batch_mix"], x.shape[0])
+        if method == "ma2023":  # Chen & Ma: their attack on every attacked sample
+            roles = ["ma2023" if r != "clean" else r for r in roles]
+        idx = [i for i, r in enumerate(roles) if r != "clean"]
+        x_new = x.clone()
+        if idx:
+            iters = [cfg["n_b"] if roles[i] == "bpp" else cfg["n_p"] for i in idx]
+            adv = attacks.attack(model, x[idx], kind=[roles[i] for i in idx], eps=cfg["eps"],
+                                 iterations=iters, lr=cfg["attack_lr"],
+                                 quant=cfg["attack_quant"], seed=int(torch.randint(2**31, ())))
+            x_new[idx] = adv["x_adv"].detach()
+        out = codec_forward(model, x_new, "noise")
+        if method in ("adv", "ma2023"):
+            return losses.rd_loss(out, x_new, cfg["lmbda"])
+        with torch.no_grad():
+            bpp_tc = codec_forward(teacher, x, "round")["bpp"]
+        sm = smooth(model, x_new, out) if cfg["beta"] > 0 and terms else None
+        return losses.pkdt_loss(out, x_new, bpp_tc, alpha=cfg["alpha"], beta=cfg["beta"],
+                                smooth=sm["loss"] if sm is not None else None)
+    return objective

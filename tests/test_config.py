@@ -1,0 +1,54 @@
+import pytest
+
+from nic_core import config
+
+
+def test_defaults_are_complete_and_valid():
+    for stage in config.STAGE:
+        cfg = config.defaults(stage)
+        assert set(cfg) == set(config.schema(stage))
+
+
+def test_papermill_int_for_float_is_cast():
+    cfg = config.validate("pkdt", {"alpha": 1, "lr": 1})
+    assert cfg["alpha"] == 1.0 and isinstance(cfg["alpha"], float)
+
+
+def test_unknown_name_suggests_the_right_one():
+    with pytest.raises(ValueError, match=r"'alhpa' \(did you mean 'alpha'\?\)"):
+        config.validate("pkdt", {"alhpa": 1.0})
+
+
+@pytest.mark.parametrize("name,value,err", [
+    ("budget", 1.5, TypeError), ("budget", "10", TypeError), ("lr", -1.0, ValueError),
+    ("model", "vgg", ValueError), ("resume", 1, TypeError), ("eval_set", "imagenet", ValueError),
+    ("lmbda", None, TypeError),
+])
+def test_bad_values(name, value, err):
+    with pytest.raises(err, match=name):
+        config.validate("pretrain", {name: value})
+
+
+def test_nullable_and_from_notebook():
+    import math
+    ns = {"N": None, "M": None, "budget": 3, "math": math, "_hidden": 1, "In": []}
+    cfg = config.from_notebook("pretrain", ns)
+    assert cfg["N"] is None and cfg["budget"] == 3
+    with pytest.raises(ValueError, match="unknown parameter"):
+        config.from_notebook("pretrain", {"epochs": 3})
+
+
+def test_params_files_validate():
+    from pathlib import Path
+    files = sorted(Path("params").glob("*/*.yaml"))
+    assert files
+    for f in files:
+        stage = {"01": "pretrain", "02": "teacher", "03": "pkdt"}[f.name[:2]]
+        config.validate(stage, config.load_params(f))
+
+
+def test_smooth_terms():
+    assert config.smooth_terms("bpp, y") == ("bpp", "y")
+    assert config.smooth_terms("") == ()
+    with pytest.raises(ValueError):
+        config.smooth_terms("bpp,z")

@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from nic_core.metrics import real_codec
+from nic_core.models import (QUANT_MODES, build_model, codec_forward, model_from_state_dict,
+                             pad)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model("hyper", N=16, M=24).eval()
+
+
+def test_build_by_name_and_quality():
+    m = build_model("hyper", quality=3)
+    assert m.g_a[0].weight.shape[0] == 128 and m.g_a[6].weight.shape[0] == 192
+    c = build_model("cheng2020-anchor", N=32)
+    assert c.g_a[0].conv1.weight.shape[0] == 32
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("jpeg")
+    with pytest.raises(ValueError, match="quality"):
+        build_model("cheng2020-attn", quality=8)
+
+
+@pytest.mark.parametrize("quant", QUANT_MODES)
+def test_codec_forward_outputs_and_bpp_split(tiny, quant):
+    x = torch.rand(2, 3, 64, 96)
+    out = codec_forward(tiny, x, quant)
+    assert out["x_hat"].shape == x.shape
+    assert out["y"].shape == (2, 24, 4, 8)  # y of the input padded to 64x128
+    for k in ("bpp", "bpp_main", "bpp_hyper"):
+        assert out[k].shape == (2,) and torch.all(out[k] > 0)
+    torch.testing.assert_close(out["bpp"], out["bpp_main"] + out["bpp_hyper"])
+    bits_y = -torch.log2(out["likelihoods"]["y"]).sum((1, 2, 3))
+    torch.testing.assert_close(out["bpp_main"], bits_y / (64 * 96))
+
+
+def test_modes_differ_as_documented(tiny):
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    r, s = codec_forward(tiny, x, "round"), codec_forward(tiny, x, "ste")
+    torch.testing.assert_close(r["x_hat"], s["x_hat"])  # ste rounds in the forward pass
+    torch.testing.assert_close(r["bpp"], s["bpp"])
+    g_round = torch.autograd.grad(r["x_hat"].sum(), x)[0]
+    g_ste = torch.autograd.grad(s["x_hat"].sum(), x)[0]
+    assert g_round.abs().max() == 0  # the CompressAI trap: rounding kills the input gradient
+    assert g_ste.abs().max() > 0
+    gen1, gen2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    n1 = codec_forward(tiny, x, "noise", generator=gen1)["bpp"]
+    n2 = codec_forward(tiny, x, "noise", generator=gen2)["bpp"]
+    torch.testing.assert_close(n1, n2)  # one shared noise sample
+    assert not torch.allclose(n1, r["bpp"])
+
+
+def test_quant_mode_independent_of_train_flag(tiny):
+    x = torch.rand(1, 3, 64, 64)
+    tiny.train()
+    try:
+        a = codec_forward(tiny, x, "round")["x_hat"]
+    finally:
+        tiny.eval()
+    torch.testing.assert_close(a, codec_forward(tiny, x, "round")["x_hat"])
+    assert "quantize" not in vars(tiny.gaussian_conditional)  # patch removed afterwards
+
+
+def test_padding_excluded_from_bpp(tiny):
+    x = torch.rand(1, 3, 70, 100)
+    xp, unpad = pad(x)
+    assert xp.shape[-2:] == (128, 128)
+    out = codec_forward(tiny, x, "round")
+    assert out["x_hat"].shape == x.shape
+    bits = -torch.log2(out["likelihoods"]["y"]).sum() - torch.log2(out["likelihoods"]["z"]).sum()
+    torch.testing.assert_close(out["bpp"][0], bits / (70 * 100))
+
+
+def test_bad_input(tiny):
+    with pytest.raises(ValueError, match="B,3,H,W"):
+        codec_forward(tiny, torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match="float"):
+        codec_forward(tiny, torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="quant"):
+        codec_forward(tiny, torch.rand(1, 3, 64, 64), "floor")
+
+
+def test_real_bitstream_decodes_to_round_forward(tiny):
+    x = torch.rand(2, 3, 64, 80)
+    r = real_codec(tiny, x, check=True)
+    assert r["x_hat"].shape == x.shape
+    assert r["max_abs_diff"] < 1e-4
+    assert torch.all(r["bytes"] > 0)
+
+
+def test_real_vs_estimated_bpp_on_trained_model(smoke_model, kodak_small):
+    est = codec_forward(smoke_model, kodak_small, "round")["bpp"]
+    real = real_codec(smoke_model, kodak_small)["bpp"].float()
+    rel = ((real - est) / est).abs()
+    assert torch.all(rel < 0.05), (est, real)
+
+
+def test_state_dict_roundtrip_through_compressai(tiny):
+    tiny.update(force=True)
+    again = model_from_state_dict("hyper", tiny.state_dict()).eval()
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(codec_forward(tiny, x)["x_hat"], codec_forward(again, x)["x_hat"])
