@@ -97,7 +97,7 @@ def _read_history(path: Path, before_step: int) -> List[Dict[str, float]]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["step"] < before_step]
+    return [r for r in rows if r["step"] <= before_step]
 
 
 def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, Any],
@@ -179,10 +179,11 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
             aux_loss.backward()
             aux_opt.step()
             row = {"step": step + 1, "epoch": (step + 1) / per_epoch, "lr": lr,
-                   "aux_loss": float(aux_loss), "seconds": time.perf_counter() - t0,
-                   **{k: float(v) for k, v in terms.items()}}
+                   "aux_loss": float(aux_loss.detach()), "seconds": time.perf_counter() - t0,
+                   **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}}
             history.append(row)
             log.write(json.dumps(row) + "\n")
+            log.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
             if cfg.get("ckpt_every") and (step + 1) % cfg["ckpt_every"] == 0 and step + 1 < stop:
@@ -205,7 +206,7 @@ def _split_roles(batch_mix: str, batch_size: int) -> List[str]:
 
 def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = None) -> Objective:
     """The loss of one training step for ``cfg["stage"]`` (and ``cfg["method"]`` in Stage II)."""
-    from . import attacks, losses
+    from . import losses
     from .config import smooth_terms
 
     stage = cfg["stage"]
@@ -231,6 +232,7 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
     if stage != "pkdt":
         raise ValueError(f"unknown stage {stage!r}")
     method = cfg["method"]
+    from . import attacks
     if method == "pkdt" and teacher is None:
         raise ValueError("Stage II (method='pkdt') needs a teacher model")
     if teacher is not None:

@@ -1,0 +1,114 @@
+"""The one training loop: schedule, resume, checkpoints and CompressAI interoperability."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from nic_core import checkpoints, config, data
+from nic_core.metrics import psnr, real_codec
+from nic_core.models import build_model, codec_forward
+from nic_core.trainers import batch_stream, lr_factor, make_objective, train
+
+
+def test_lr_schedule_matches_paper():
+    # pretraining: 1e-4, halved every 25 epochs after the first 50 (of 100)
+    assert [lr_factor(e, 50, 25) for e in (0, 49, 50, 74, 75, 99)] == [1, 1, .5, .5, .25, .25]
+    assert lr_factor(10_000, 0, 25) == 1.0
+
+
+def test_batch_stream_deterministic_and_resumable():
+    ds = [torch.full((3, 4, 4), float(i)) for i in range(10)]
+    full = [b[:, 0, 0, 0].tolist() for _, b in zip(range(7), batch_stream(ds, 3, seed=1))]
+    resumed = [b[:, 0, 0, 0].tolist() for _, b in zip(range(3), batch_stream(ds, 3, 1, 4))]
+    assert resumed == full[4:7]
+    epoch0 = sum(full[:3], [])
+    assert len(set(epoch0)) == 9  # a permutation within an epoch (drop last)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="hyper", N=16, M=24, patch_size=64, batch_size=2, budget=6, lr=1e-3,
+                progress=False, run_dir=str(tmp_path), seed=3, threads=0)
+    base.update(kw)
+    return {**config.defaults("pretrain", **base), "stage": "pretrain"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    paths, _ = data.find_train_set(None)
+    return data.ImageFolderDataset(paths[:6], patch_size=64, train=True)
+
+
+def _train(cfg, ds, stop_after=None):
+    torch.manual_seed(0)
+    model = build_model("hyper", N=16, M=24)
+    hist = train(model, ds, make_objective(cfg), cfg, cfg["run_dir"], stop_after=stop_after)
+    return model, hist
+
+
+def test_resume_continues_exactly(tmp_path, tiny_data):
+    a_cfg = _cfg(tmp_path / "a")
+    a, hist_a = _train(a_cfg, tiny_data)
+    b_cfg = _cfg(tmp_path / "b")
+    _train(b_cfg, tiny_data, stop_after=3)           # "killed" after 3 of 6 steps
+    ck = checkpoints.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert ck["step"] == 3
+    b, hist_b = _train(b_cfg, tiny_data)             # a fresh process would do the same
+    assert [r["step"] for r in hist_b] == list(range(1, 7))
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], msg=k)
+    assert [r["loss"] for r in hist_a] == pytest.approx([r["loss"] for r in hist_b])
+
+
+def test_training_reduces_loss(tmp_path, tiny_data):
+    cfg = _cfg(tmp_path, budget=40, lr=3e-3)
+    _, hist = _train(cfg, tiny_data)
+    first = sum(r["loss"] for r in hist[:5]) / 5
+    last = sum(r["loss"] for r in hist[-5:]) / 5
+    assert last < 0.7 * first
+    rows = [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and {"loss", "bpp_loss", "mse_loss", "lr", "aux_loss"} <= set(rows[0])
+
+
+def test_nan_guard_stops_with_clear_error(tmp_path, tiny_data):
+    cfg = _cfg(tmp_path)
+    model = build_model("hyper", N=16, M=24)
+    def bad(model, x):
+        out = codec_forward(model, x, "noise")
+        return {"loss": out["bpp"].mean() * float("nan")}
+    with pytest.raises(FloatingPointError, match="not finite"):
+        train(model, tiny_data, bad, cfg, tmp_path, max_nan_steps=2)
+
+
+def test_checkpoint_is_plain_and_weights_only(smoke_run_dir):
+    ck = torch.load(smoke_run_dir / "checkpoint.pt", weights_only=True)
+    assert {"state_dict", "optimizer", "aux_optimizer", "step", "config", "rng"} <= set(ck)
+    assert ck["config"]["model"] == "hyper" and ck["step"] == 300
+    model = checkpoints.load_model(smoke_run_dir / "checkpoint.pt")
+    assert not model.training
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        checkpoints.load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_compressai_eval_model_reads_our_checkpoint(smoke_run_dir, kodak_small, tmp_path):
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    x = kodak_small[:1]
+    arr = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(arr).save(img_dir / "crop.png")
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
+    res = subprocess.run(
+        [sys.executable, "-m", "compressai.utils.eval_model", "checkpoint", str(img_dir),
+         "-a", "bmshj2018-hyperprior", "-p", str(smoke_run_dir / "checkpoint.pt")],
+        capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    theirs = json.loads(res.stdout[res.stdout.index("{"):])["results"]
+    model = checkpoints.load_model(smoke_run_dir / "checkpoint.pt")
+    ours = real_codec(model, x)
+    assert theirs["bpp"][0] == pytest.approx(float(ours["bpp"][0]), rel=1e-6)
+    assert theirs["psnr-rgb"][0] == pytest.approx(float(psnr(x, ours["x_hat"])[0]), abs=0.05)
