@@ -79,6 +79,13 @@ STAGE: Dict[str, Dict[str, Spec]] = {
     },
 }
 
+# per-stage defaults that differ from COMMON (paper: fine-tuning starts at lr 5e-5)
+STAGE_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "pretrain": {},
+    "teacher": {"run_dir": "runs/smoke/02_teacher", "lr": 5e-5, "budget": 30},
+    "pkdt": {"run_dir": "runs/smoke/03_pkdt", "lr": 5e-5, "budget": 20},
+}
+
 _IPY = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 NULLABLE = {"N", "M", "data_root", "pretrained", "teacher"}
 
@@ -86,7 +93,11 @@ NULLABLE = {"N", "M", "data_root", "pretrained", "teacher"}
 def schema(stage: str) -> Dict[str, Spec]:
     if stage not in STAGE:
         raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGE)}")
-    return {**COMMON, **STAGE[stage]}
+    merged = {**COMMON, **STAGE[stage]}
+    for k, v in STAGE_DEFAULTS[stage].items():
+        typ, _, check, help_ = merged[k]
+        merged[k] = (typ, v, check, help_)
+    return merged
 
 
 def defaults(stage: str, **overrides) -> Dict[str, Any]:

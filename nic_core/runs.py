@@ -96,6 +96,34 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: str,
     return results
 
 
+EVAL_KEYS = ("eval_set", "eval_limit", "eval_crop", "eps", "attack_iterations", "attack_lr",
+             "attack_quant")
+
+
+def metrics_beside(checkpoint: str) -> Optional[Dict[str, Any]]:
+    """The ``metrics.json`` in a checkpoint's run folder, if that run was evaluated."""
+    from . import evaluate
+
+    path = Path(checkpoint).parent / "metrics.json"
+    return evaluate.load_results(path) if path.is_file() else None
+
+
+def comparable(results: list) -> list:
+    """Keep the results evaluated like the last one (same test set, crops, eps, iterations).
+
+    Rows evaluated differently would make a misleading table; they are dropped with a message.
+    """
+    ref = {k: results[-1]["config"].get(k) for k in EVAL_KEYS}
+    keep = []
+    for r in results:
+        diff = {k: r["config"].get(k) for k in EVAL_KEYS if r["config"].get(k) != ref[k]}
+        if diff:
+            print(f"not comparing {r['name']!r}: evaluated with {diff}, not {ref}")
+        else:
+            keep.append(r)
+    return keep
+
+
 def main(argv=None) -> int:
     """``python -m nic_core.runs STAGE [-f params.yaml] [-p name value ...]``: train + evaluate."""
     ap = argparse.ArgumentParser(description=main.__doc__)

@@ -82,7 +82,72 @@ def pretrain() -> nbformat.NotebookNode:
     ])
 
 
-NOTEBOOKS = {"01_pretrain.ipynb": pretrain}
+def teacher() -> nbformat.NotebookNode:
+    return notebook([
+        new_markdown_cell(
+            "# 02 · Stage I: the robust teacher\n\n"
+            f"Stage I of {PAPER} (section 2.1, Algorithm 1 lines 1-9): fine-tune the "
+            "pretrained codec with `RD_loss + alpha * smooth_loss`, where `smooth_loss` "
+            "(eq. 1) penalises the input gradients of `bpp_main` and of the latent `y` "
+            "(see `nic_core.losses.smooth_loss` for the exact norms). The result is the "
+            "*gradient model* of Table 1 and the teacher of Stage II.\n\n"
+            "Needs the checkpoint of `01_pretrain.ipynb` (parameter `pretrained`). "
+            "Ablations: `smooth_terms='bpp'` drops dy/dx, `smooth_terms='y'` drops "
+            "dbpp_main/dx."),
+        parameters_cell("teacher"),
+        validate_cell("teacher"),
+        new_code_cell(
+            "from pathlib import Path\n"
+            "from nic_core import runs, viz\n\n"
+            "model, history = runs.run_training('teacher', cfg)\n"
+            "viz.plot_training_curve(history, keys=('loss', 'smooth_loss', 'bpp_loss', 'mse_loss'),\n"
+            "                        path=Path(cfg['run_dir']) / 'training_curve.png',\n"
+            "                        title='Stage I: RD_loss + alpha * smooth_loss');"),
+        new_markdown_cell("## Teacher vs pretrained: clean and under attack"),
+        new_code_cell(
+            "results = runs.evaluate_run(model, {**cfg, 'stage': 'teacher'}, name='teacher (Stage I)')\n"
+            "rows = [r for r in [runs.metrics_beside(cfg['pretrained'])] if r] + [results]\n"
+            "viz.table1(runs.comparable(rows))"),
+    ])
+
+
+def pkdt() -> nbformat.NotebookNode:
+    return notebook([
+        new_markdown_cell(
+            "# 03 · Stage II: prior-knowledge distillation (PKDT)\n\n"
+            f"Stage II of {PAPER} (section 2.2, Algorithm 1 lines 10-22). Each step: a batch "
+            "`[x1, x2, x3]`; `x1` is psnr-attacked (`n_p` iterations) and `x2` bpp-attacked "
+            "(`n_b`) against the current student in one batched call; the frozen teacher's "
+            "bpp on the *clean* batch is the prior knowledge; loss = `||x_new - x_hat||_1 + "
+            "alpha * |bpp_tc - bpp_ft| + beta * smooth_loss` (eq. 3-5).\n\n"
+            "Baselines with the same loop: `method='adv'` (plain adversarial training, RD loss "
+            "on the attacked batch, no teacher) and `method='ma2023'` (Chen & Ma's fine-tuning "
+            "defence). Needs the checkpoints of notebooks 01 and 02."),
+        parameters_cell("pkdt"),
+        validate_cell("pkdt"),
+        new_code_cell(
+            "from pathlib import Path\n"
+            "from nic_core import runs, viz\n\n"
+            "model, history = runs.run_training('pkdt', cfg)\n"
+            "keys = ('loss', 'd_loss', 'r_loss', 'smooth_loss') if cfg['method'] == 'pkdt' \\\n"
+            "    else ('loss', 'bpp_loss', 'mse_loss')\n"
+            "viz.plot_training_curve(history, keys=keys, path=Path(cfg['run_dir']) / 'training_curve.png',\n"
+            "                        title=f\"Stage II ({cfg['method']})\");"),
+        new_markdown_cell(
+            "## Table 1: pretrained vs teacher vs Stage II\n\n"
+            "Read from each run's `metrics.json`; rows evaluated with other settings are "
+            "left out (and said so)."),
+        new_code_cell(
+            "name = {'pkdt': 'Ours (PKDT)', 'adv': 'adversarial training', 'ma2023': 'Ma2023'}[cfg['method']]\n"
+            "results = runs.evaluate_run(model, {**cfg, 'stage': 'pkdt'}, name=name)\n"
+            "rows = [runs.metrics_beside(cfg[k]) for k in ('pretrained', 'teacher')]\n"
+            "rows = runs.comparable([r for r in rows if r] + [results])\n"
+            "display(viz.table1(rows))\n"
+            "viz.plot_rd(rows);"),
+    ])
+
+
+NOTEBOOKS = {"01_pretrain.ipynb": pretrain, "02_teacher.ipynb": teacher, "03_pkdt.ipynb": pkdt}
 
 
 def build(out_dir: Path = HERE) -> list:
