@@ -212,8 +212,22 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
     stage = cfg["stage"]
     terms = smooth_terms(cfg.get("smooth_terms", ""))
 
-    def smooth(model, x, out):
-        return losses.smooth_loss(model, x, terms=terms, out=out)
+    def noisy_forward(model, x, input_grad=False):
+        """Training forward whose noise sample smooth_loss can reuse (a shared generator).
+
+        ``input_grad``: keep the graph to x, which smooth_loss differentiates through.
+        """
+        if input_grad:
+            x.requires_grad_(True)
+        g = torch.Generator(device=x.device)
+        g.manual_seed(int(torch.randint(2 ** 62, ())))
+        state = g.get_state()
+        out = codec_forward(model, x, "noise", generator=g)
+        g.set_state(state)
+        return out, g
+
+    def smooth(model, x, out, g):
+        return losses.smooth_loss(model, x, terms=terms, out=out, generator=g)
 
     if stage == "pretrain":
         def objective(model, x):
@@ -222,9 +236,10 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
 
     if stage == "teacher":
         def objective(model, x):
-            out = codec_forward(model, x, "noise")
+            use_smooth = cfg["alpha"] > 0 and bool(terms)
+            out, g = noisy_forward(model, x, use_smooth)
             rd = losses.rd_loss(out, x, cfg["lmbda"])
-            sm = smooth(model, x, out) if cfg["alpha"] > 0 and terms else None
+            sm = smooth(model, x, out, g) if use_smooth else None
             loss = rd["loss"] + (cfg["alpha"] * sm["loss"] if sm is not None else 0.0)
             return {**rd, "loss": loss, **({"smooth_loss": sm["loss"]} if sm else {})}
         return objective
@@ -250,12 +265,13 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
                                  iterations=iters, lr=cfg["attack_lr"],
                                  quant=cfg["attack_quant"], seed=int(torch.randint(2**31, ())))
             x_new[idx] = adv["x_adv"].detach()
-        out = codec_forward(model, x_new, "noise")
+        use_smooth = method == "pkdt" and cfg["beta"] > 0 and bool(terms)
+        out, g = noisy_forward(model, x_new, use_smooth)
         if method in ("adv", "ma2023"):
             return losses.rd_loss(out, x_new, cfg["lmbda"])
         with torch.no_grad():
             bpp_tc = codec_forward(teacher, x, "round")["bpp"]
-        sm = smooth(model, x_new, out) if cfg["beta"] > 0 and terms else None
+        sm = smooth(model, x_new, out, g) if use_smooth else None
         return losses.pkdt_loss(out, x_new, bpp_tc, alpha=cfg["alpha"], beta=cfg["beta"],
                                 smooth=sm["loss"] if sm is not None else None)
     return objective
