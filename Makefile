@@ -30,10 +30,13 @@ pipeline: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Real-browser test of the attack explorer (needs Debian's chromium; installed here if missing)
+# Real-browser test of the attack explorer: JupyterLab + Debian's chromium driven by Playwright
+# (installed here if missing; Playwright's own browser download cannot work offline).
+# Screenshots and logs: test-output/browser/
 test-browser: setup
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(PY) -m pytest -m browser -p no:cacheprovider tests/test_browser.py
+	@command -v chromium >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+	OMP_NUM_THREADS=1 NIC_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser -p no:cacheprovider -rs tests/test_browser.py
 
 bench: setup
 	$(PY) -m nic_core.bench attacks

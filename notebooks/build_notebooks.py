@@ -150,6 +150,72 @@ def pkdt() -> nbformat.NotebookNode:
 NOTEBOOKS = {"01_pretrain.ipynb": pretrain, "02_teacher.ipynb": teacher, "03_pkdt.ipynb": pkdt}
 
 
+def explorer_parameters_cell() -> nbformat.NotebookNode:
+    """The explorer's parameters cell, from ``nic_core.explorer.SCHEMA`` (its own schema)."""
+    from nic_core import explorer as ex
+
+    cfg = ex.defaults()
+    width = max(len(f"{k} = {v!r}") for k, v in cfg.items())
+    lines = ["# Parameters (smoke-sized defaults; papermill -p NAME VALUE)"]
+    lines += [f"{k} = {v!r}".ljust(width + 2) + f"# {ex.SCHEMA[k][3]}" for k, v in cfg.items()]
+    cell = new_code_cell("\n".join(lines))
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+def explorer() -> nbformat.NotebookNode:
+    return notebook([
+        new_markdown_cell(
+            "# 06 · Attack explorer\n\n"
+            f"Look at the white-box attacks of {PAPER} (section 2.3) one image at a time: "
+            "pick a Kodak image (a centre crop), an attack (the paper's psnr attack, eq. 6, and "
+            "bpp attack, eq. 7, Chen & Ma's Ma2023, PGD, FGSM, random noise), the budget `eps` "
+            "(mean squared noise per pixel; the paper uses 0.0005 and 0.001, i.e. a noise PSNR "
+            "of 33 / 30 dB), the number of iterations, and the codecs to compare (by default "
+            "the pretrained model of notebook 01 and the PKDT model of notebook 03).\n\n"
+            "Shown side by side: the original, the adversarial image, the noise amplified, each "
+            "model's reconstruction of the clean and of the attacked image, a table of bpp "
+            "(estimated and real, from bitstreams) and PSNR clean vs attacked with the achieved "
+            "noise MSE, and PSNR / bpp against eps.\n\n"
+            "Results are cached per (image, attack, eps, iterations, model); `precompute` fills "
+            "the eps grid in advance so the slider is instant. Without trained checkpoints the "
+            "notebook says which notebook to run first and, with `train_if_missing`, trains a "
+            "tiny codec on the spot (seconds) so there is something to see. Run headless "
+            "(papermill / nbval) it stores one static figure at the default eps."),
+        explorer_parameters_cell(),
+        new_code_cell(
+            "# Validate right after the parameters: the explorer's own schema, checked like\n"
+            "# config.from_notebook checks the training stages (unknown names, types, ranges)\n"
+            "from nic_core import explorer\n"
+            "cfg = explorer.from_notebook(globals())\n"
+            "cfg"),
+        new_markdown_cell("## Codecs and test image"),
+        new_code_cell(
+            "ex = explorer.setup(cfg)\n"
+            "cfg['image'] = explorer.pick_image(ex, cfg['image'])\n"
+            "if cfg['precompute']:  # the eps grid in advance: the slider below is then instant\n"
+            "    ex.precompute(cfg['image'], cfg['attack'], cfg['iterations'], progress=cfg['progress'])\n"
+            "print(f\"{len(ex.models)} model(s): {', '.join(ex.models)}; {ex.n_attacks} attacks computed\")"),
+        new_markdown_cell(
+            "## Static figure at the default eps\n\n"
+            "What a headless run (papermill, nbval) keeps: widget output is not stored in the "
+            "notebook, this figure and table are."),
+        new_code_cell("ex.show(cfg['image'], cfg['attack'], cfg['eps'], cfg['iterations'])"),
+        new_markdown_cell(
+            "## Interactive explorer\n\n"
+            "Slow controls update when released (`continuous_update=False`); the current eps "
+            "is computed first, then (with *precompute*) the rest of the grid, with a progress "
+            "bar. Nothing already computed is ever recomputed."),
+        new_code_cell(
+            "ui = ex.widget(cfg['image'], cfg['attack'], cfg['eps'], cfg['iterations'],\n"
+            "               precompute=cfg['precompute'])\n"
+            "ui.box"),
+    ])
+
+
+NOTEBOOKS["06_attack_explorer.ipynb"] = explorer
+
+
 def build(out_dir: Path = HERE) -> list:
     written = []
     for name, make in NOTEBOOKS.items():
