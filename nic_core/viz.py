@@ -25,3 +25,90 @@ def plot_training_curve(history: List[Dict[str, float]], keys=("loss", "bpp_loss
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
+
+
+# --- robustness results (nic_core.evaluate JSON): Table 1 and R-D plots -------------------------
+
+TABLE1_BLOCKS = (("clean", None), ("psnr attack", "psnr"), ("bpp attack", "bpp"))
+
+
+def _results_list(results_list):
+    """Accept one results dict, a list of dicts, or paths to results JSON files."""
+    from .evaluate import load_results
+
+    if isinstance(results_list, dict):
+        results_list = [results_list]
+    out = [r if isinstance(r, dict) else load_results(r) for r in results_list]
+    if not out:
+        raise ValueError("no results given")
+    return out
+
+
+def table1(results_list, attacks=TABLE1_BLOCKS, digits: Optional[int] = 4):
+    """Rows = model name; columns (clean | psnr attack | bpp attack) x (bpp, psnr): paper Table 1.
+
+    ``bpp`` is each results' ``bpp`` (the real bitstream rate when evaluated with
+    ``real=True``); ``psnr`` is ``psnr-rgb`` against the clean image. A missing attack gives
+    NaN. ``attacks`` is a sequence of (column label, attack kind or None for clean).
+    """
+    import pandas as pd
+
+    rows, index = [], []
+    for r in _results_list(results_list):
+        row = []
+        for _, kind in attacks:
+            res = r["results"] if kind is None else r.get("attacks", {}).get(kind, {}).get(
+                "results")
+            for key in ("bpp", "psnr-rgb"):
+                v = res.get(key, [None])[-1] if res else None
+                row.append(float("nan") if v is None else float(v))
+        rows.append(row)
+        index.append(r.get("name", "model"))
+    cols = pd.MultiIndex.from_tuples([(label, m) for label, _ in attacks for m in ("bpp", "psnr")])
+    df = pd.DataFrame(rows, index=pd.Index(index, name="model"), columns=cols)
+    return df.round(digits) if digits is not None else df
+
+
+def plot_rd(results_list, ax=None, attacks: Optional[List[str]] = None, title: str = ""):
+    """R-D plot (bpp vs PSNR): clean and attacked points per model; returns the figure.
+
+    Results sharing a ``name`` (several quality points of one model) are joined into a curve
+    sorted by bpp, like the paper's Fig. 3; clean is a solid line, each attack dashed.
+    """
+    results = _results_list(results_list)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 4))
+    else:
+        fig = ax.figure
+    kinds = attacks if attacks is not None else sorted(
+        {k for r in results for k in r.get("attacks", {})})
+    by_name: Dict[str, list] = {}
+    for r in results:
+        by_name.setdefault(r.get("name", "model"), []).append(r)
+    markers = "sv^Dpx*"
+    for ci, (name, rs) in enumerate(by_name.items()):
+        color = f"C{ci % 10}"
+        series = [("clean", None, "-", "o")] + [
+            (k, k, "--", markers[i % len(markers)]) for i, k in enumerate(kinds)]
+        for label, kind, ls, mk in series:
+            pts = []
+            for r in rs:
+                res = r["results"] if kind is None else r.get("attacks", {}).get(kind, {}).get(
+                    "results")
+                if not res:
+                    continue
+                b, p = res.get("bpp", [None])[-1], res.get("psnr-rgb", [None])[-1]
+                if b is not None and p is not None:
+                    pts.append((b, p))
+            if pts:
+                pts.sort()
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls=ls, marker=mk, color=color,
+                        label=f"{name}" + ("" if kind is None else f" ({label} attack)"))
+    ax.set_xlabel("bpp")
+    ax.set_ylabel("PSNR (dB)")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return fig

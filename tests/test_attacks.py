@@ -1,0 +1,273 @@
+"""Attacks (arXiv 2403.06700 sec. 2.3): budget guarantee, behaviour, batching, model state."""
+import math
+
+import pytest
+import torch
+
+from nic_core import attacks
+from nic_core.attacks import ATTACKS, attack
+from nic_core.metrics import psnr, real_codec, update_entropy_tables
+from nic_core.models import build_model, codec_forward
+
+EPS = 5e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A tiny random codec: enough to exercise the mechanics (budget, state, validation)."""
+    torch.manual_seed(0)
+    return build_model("hyper", N=8, M=8).eval()
+
+
+@pytest.fixture(scope="module")
+def x64(kodak_small):
+    return kodak_small[:, :, 32:96, 32:96].contiguous()
+
+
+def _mse(a, b):
+    return (a.double() - b.double()).pow(2).flatten(1).mean(1)
+
+
+def _check_budget(x, out, eps, linf=None, uint8=False):
+    x_adv = out["x_adv"]
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    # recomputed in float64 and float32: both within the budget
+    assert (_mse(x_adv, x) <= eps).all(), _mse(x_adv, x)
+    assert ((x_adv - x).pow(2).flatten(1).mean(1) <= eps).all()
+    assert torch.allclose(out["noise_mse"], _mse(x_adv, x))
+    if linf is not None:
+        assert float((x_adv - x).abs().max()) <= linf + 1e-6
+    if uint8:
+        assert torch.equal(torch.round(x_adv * 255) / 255, x_adv)
+
+
+# ---------------------------------------------------------------- budget guarantee
+
+
+@pytest.mark.parametrize("kind", ATTACKS)
+@pytest.mark.parametrize("opts", [{}, {"to_uint8": True}, {"linf": 0.01}],
+                         ids=["float", "uint8", "linf"])
+def test_budget_respected_every_kind(tiny_model, x64, kind, opts):
+    eps = 1e-4
+    # a large Adam step overshoots the budget, so the final projection has work to do
+    lr = 0.05 if attacks._SPECS[kind][0] == "adam" else None
+    x = torch.round(x64 * 255) / 255 if opts.get("to_uint8") else x64
+    out = attack(tiny_model, x, kind, eps=eps, iterations=3, lr=lr, **opts)
+    _check_budget(x, out, eps, opts.get("linf"), opts.get("to_uint8", False))
+    assert out["kind"] == [kind] * x.shape[0]
+    if kind in ("noise", "fgsm-psnr", "fgsm-bpp", "pgd-psnr", "pgd-l2-psnr") and not opts:
+        # these fill the budget: the noise is not trivially small
+        assert (out["noise_mse"] > 0.5 * eps).all(), out["noise_mse"]
+
+
+def test_random_noise_has_exactly_the_budget(tiny_model, x64):
+    out = attacks.random_noise_attack(tiny_model, x64, eps=EPS)
+    assert torch.allclose(out["noise_mse"], torch.full_like(out["noise_mse"], EPS), rtol=1e-3)
+    assert out["iterations"] == [0, 0]
+
+
+def test_budget_mixed_batch_uint8_linf(tiny_model, x64):
+    x = torch.round(torch.cat([x64, x64.flip(-1)]) * 255) / 255
+    kinds = ["psnr", "bpp", "pgd-l2-bpp", "noise"]
+    out = attack(tiny_model, x, kinds, eps=2e-4, iterations=[3, 1, 2, 1], lr=0.05,
+                 to_uint8=True, linf=0.02)
+    _check_budget(x, out, 2e-4, 0.02, uint8=True)
+    assert out["kind"] == kinds
+    assert out["iterations"] == [3, 1, 2, 0]
+
+
+def test_to_uint8_rejects_eps_below_rounding_error(tiny_model, x64):
+    x = x64 + 0.4 / 255  # far from the 8-bit grid
+    x = x.clamp(0, 1)
+    with pytest.raises(ValueError, match="8-bit"):
+        attack(tiny_model, x, "psnr", eps=1e-6, iterations=1, to_uint8=True)
+
+
+# ---------------------------------------------------------------- model state
+
+
+def test_model_state_untouched(tiny_model, x64):
+    model = build_model("hyper", N=8, M=8)
+    model.train()
+    model.g_s.eval()  # a mixed state must come back exactly
+    model.h_a.requires_grad_(False)
+    params = dict(model.named_parameters())
+    for p in params.values():
+        if p.requires_grad:
+            p.grad = torch.full_like(p, 0.5)
+    flags = {n: p.requires_grad for n, p in params.items()}
+    grads = {n: (p.grad, p.grad.clone()) for n, p in params.items() if p.grad is not None}
+    values = {n: p.detach().clone() for n, p in params.items()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    w = model.g_a[0].weight
+    w.data = w.data.contiguous(memory_format=torch.channels_last)  # one param already CL
+    formats = {n: (p.is_contiguous(), p.is_contiguous(memory_format=torch.channels_last))
+               for n, p in params.items()}
+
+    attack(model, x64, ["psnr", "bpp"], eps=EPS, iterations=[2, 1])
+
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for n, p in model.named_parameters():
+        assert torch.equal(p, values[n]), n
+        assert (p.is_contiguous(), p.is_contiguous(memory_format=torch.channels_last)) == \
+            formats[n], n
+        if n in grads:
+            assert p.grad is grads[n][0] and torch.equal(p.grad, grads[n][1]), n
+        else:
+            assert p.grad is None, n
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("case", [
+    dict(eps=0.0), dict(eps=-1e-3), dict(eps=float("nan")), dict(iterations=0),
+    dict(iterations=-3), dict(iterations=2.5), dict(lr=0.0), dict(lr=-1.0), dict(kind="nope"),
+    dict(kind=["psnr"]), dict(kind=["psnr", "bpp", "bpp"]), dict(iterations=[5]),
+    dict(quant="round"), dict(quant="bogus"), dict(linf=0.0),
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_bad_parameters_raise(tiny_model, x64, case):
+    kw = dict(kind="psnr", eps=EPS, iterations=1)
+    kw.update(case)
+    with pytest.raises(ValueError):
+        attack(tiny_model, x64, **kw)
+
+
+@pytest.mark.parametrize("bad", [
+    lambda x: x * 2,  # outside [0, 1]
+    lambda x: x - 0.5,
+    lambda x: (x * 255).to(torch.uint8),  # not float
+    lambda x: x[0],  # [3,H,W]
+    lambda x: x[:, :2],  # 2 channels
+    lambda x: torch.where(torch.arange(x.shape[-1]) == 0, float("nan"), x),
+], ids=["above1", "below0", "uint8", "3d", "2ch", "nan"])
+def test_bad_images_raise(tiny_model, x64, bad):
+    with pytest.raises(ValueError):
+        attack(tiny_model, bad(x64), "psnr", eps=EPS, iterations=1)
+
+
+def test_wrapper_arguments_validated(tiny_model, x64):
+    with pytest.raises(ValueError):
+        attacks.pgd_attack(tiny_model, x64, objective="ssim")
+    with pytest.raises(ValueError):
+        attacks.pgd_attack(tiny_model, x64, norm="l1")
+    with pytest.raises(ValueError):
+        attacks.fgsm_attack(tiny_model, x64, objective="rate")
+
+
+# ---------------------------------------------------------------- batching
+
+
+def test_mixed_batch_equals_separate_calls(tiny_model, x64):
+    """Per-sample seeding + deterministic STE: a mixed batch reproduces separate calls."""
+    kinds, iters = ["psnr", "bpp"], [6, 3]
+    mixed = attack(tiny_model, x64, kinds, eps=EPS, iterations=iters, seed=3)
+    assert mixed["iterations"] == iters
+    for b in range(2):
+        alone = attack(tiny_model, x64[b:b + 1], kinds[b], eps=EPS, iterations=iters[b], seed=3)
+        assert torch.allclose(mixed["x_adv"][b], alone["x_adv"][0], atol=1e-5), b
+        assert torch.allclose(mixed["loss"][b], alone["loss"][0], rtol=1e-4, atol=1e-6)
+    # the bpp sample really stopped after 3 iterations: 6 give a different image
+    longer = attack(tiny_model, x64[1:2], "bpp", eps=EPS, iterations=6, seed=3)
+    assert not torch.allclose(mixed["x_adv"][1], longer["x_adv"][0], atol=1e-5)
+
+
+def test_wrappers_match_core(tiny_model, x64):
+    a = attacks.pgd_attack(tiny_model, x64, EPS, 2, objective="bpp", norm="l2")
+    b = attack(tiny_model, x64, "pgd-l2-bpp", EPS, 2)
+    assert torch.equal(a["x_adv"], b["x_adv"])
+    f = attacks.fgsm_attack(tiny_model, x64, EPS)
+    assert f["iterations"] == [1, 1] and f["kind"] == ["fgsm-psnr"] * 2
+
+
+# ---------------------------------------------------------------- behaviour on a trained codec
+
+
+@pytest.fixture(scope="module")
+def smoke_attacks(_smoke_state, kodak_small):
+    """psnr / bpp / noise attacks on the smoke codec, once for the behavioural tests below."""
+    from nic_core.models import model_from_state_dict
+    model = model_from_state_dict("hyper", _smoke_state["state_dict"]).eval()
+    update_entropy_tables(model)
+    x = kodak_small
+    res = {"model": model, "x": x, "clean": real_codec(model, x, update=False)}
+    for kind in ("psnr", "bpp", "noise"):
+        out = attack(model, x, kind, eps=EPS, iterations=ITERS)
+        out["real"] = real_codec(model, out["x_adv"], update=False)
+        res[kind] = out
+    return res
+
+
+ITERS = 30
+
+
+def test_psnr_attack_lowers_psnr_keeps_rate(smoke_attacks):
+    r = smoke_attacks
+    x, out = r["x"], r["psnr"]
+    _check_budget(x, out, EPS)
+    clean_psnr = psnr(x, r["clean"]["x_hat"])
+    adv_psnr = psnr(x, out["real"]["x_hat"])
+    # the smoke codec is weak (~20 dB clean), so the absolute drop is modest; the random
+    # noise of the same MSE moves PSNR by ~0.01 dB (see test_random_noise_far_weaker...)
+    assert (adv_psnr < clean_psnr - 0.5).all(), (clean_psnr, adv_psnr)
+    # the rate stays put (real and estimated)
+    assert torch.allclose(out["real"]["bpp"], r["clean"]["bpp"], rtol=0.05), (
+        out["real"]["bpp"], r["clean"]["bpp"])
+    assert torch.allclose(out["bpp"], out["bpp_clean"], rtol=0.05)
+    # the reported estimates agree with a fresh rounding forward
+    est = codec_forward(r["model"], out["x_adv"], "round")
+    assert torch.allclose(out["bpp"], est["bpp"].detach())
+
+
+def test_bpp_attack_raises_rate_keeps_psnr(smoke_attacks):
+    r = smoke_attacks
+    x, out = r["x"], r["bpp"]
+    _check_budget(x, out, EPS)
+    assert (out["real"]["bpp"] > 1.10 * r["clean"]["bpp"]).all(), (
+        out["real"]["bpp"], r["clean"]["bpp"])
+    clean_psnr = psnr(x, r["clean"]["x_hat"])
+    adv_psnr = psnr(x, out["real"]["x_hat"])
+    assert ((adv_psnr - clean_psnr).abs() < 1.0).all(), (clean_psnr, adv_psnr)
+
+
+def test_random_noise_far_weaker_than_attacks(smoke_attacks):
+    r = smoke_attacks
+    x = r["x"]
+    clean_psnr = psnr(x, r["clean"]["x_hat"])
+    drop = {k: clean_psnr - psnr(x, r[k]["real"]["x_hat"]) for k in ("psnr", "noise")}
+    gain = {k: r[k]["real"]["bpp"] - r["clean"]["bpp"] for k in ("bpp", "noise")}
+    assert (drop["psnr"] > 5 * drop["noise"].abs().clamp_min(0.05)).all(), drop
+    assert (gain["bpp"] > 5 * gain["noise"].abs().clamp_min(0.005)).all(), gain
+    assert math.isclose(float(r["noise"]["noise_mse"].mean()), EPS, rel_tol=1e-3)
+
+
+def test_budget_test_setting_needs_the_projection(tiny_model, x64, monkeypatch):
+    """Guard for the budget tests above: their settings overshoot eps unless projected."""
+    monkeypatch.setattr(attacks, "_project_budget", lambda x, n, eps, linf=None: x + n)
+    out = attack(tiny_model, x64, "psnr", eps=1e-4, iterations=3, lr=0.05)
+    assert (out["noise_mse"] > 1e-4).any(), out["noise_mse"]
+
+
+def test_bench_attacks_runs_and_reports_ratios(tmp_path, capsys):
+    from nic_core import bench
+    import json
+    path = tmp_path / "b.json"
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["attacks", "--size", "64x64", "--repeats", "1", "--warmup", "0",
+                           "--iterations", "1", "--threads", "1", "--json", str(path)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # main() sets the process-wide thread count
+    res = json.loads(path.read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    assert res["size"] == "64x64" and "attacks" in bench.BENCHES
+    psnr_row = rows["attack psnr B=1"]
+    assert psnr_row["ms_per_iter"] > 0 and psnr_row["target"] == bench.TARGET_ATTACK_OVER_BARE
+    assert psnr_row["ratio"] == pytest.approx(
+        psnr_row["ms_per_iter"] / rows["bare fwd+bwd B=1 (channels_last)"]["ms_per_iter"])
+    naive = rows["naive / ours psnr B=1"]
+    assert naive["ratio"] == pytest.approx(
+        rows["naive per-image loop (per image)"]["ms_per_iter"] / psnr_row["ms_per_iter"])
+    assert "naive / ours" in capsys.readouterr().out
