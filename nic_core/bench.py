@@ -1,4 +1,4 @@
-"""Benchmarks measured in one run: ``python -m nic_core.bench attacks [options]``.
+"""Benchmarks measured in one run: ``python -m nic_core.bench attacks|training [options]``.
 
 ``attacks`` times, on one input of ``--size`` (default 768x512, a Kodak image) and the default
 codec (``hyper`` quality 3; random weights, timing does not depend on them):
@@ -13,10 +13,25 @@ codec (``hyper`` quality 3; random weights, timing does not depend on them):
   ``model(x)`` called directly, ``torch.optim.Adam`` on the noise.
 
 It prints ms per iteration and the ratios against the targets: attack / bare <= 1.10 (bare in
-the attack's own memory format, channels_last) and naive / ours >= 1.5. The measurements are
-interleaved: each round runs every one of them once, so a change of machine load (shared CPUs)
-hits all of them alike; medians over ``--repeats`` rounds after ``--warmup`` rounds. Add a
-benchmark by adding a function to :data:`BENCHES`.
+the attack's own memory format, channels_last) and naive / ours >= 1.5.
+
+``training`` times whole optimiser steps (:func:`nic_core.trainers.train_step`, the trainer's own
+step) on one batch of ``--batch`` crops of ``--patch`` pixels:
+
+* ``RD step``: the pretraining objective (Stage I without smooth_loss);
+* ``RD + smooth_loss`` steps for each ``smooth_loss`` method (``fused``, the default; ``fast``,
+  finite differences; ``exact``, naive double backprop), ratios against the RD step (target for
+  the default: <= 2.0);
+* a Stage II (PKDT) step with the two attacks in one batched call, and the same two attacks run
+  one after the other (the attack part alone, ``--iterations`` bpp-attack and twice as many
+  psnr-attack iterations, the paper's N_p = 2 N_b);
+* the peak memory of one Stage II step at ``--patch`` (paper: 256) in a fresh process: on CUDA
+  ``torch.cuda.max_memory_allocated``, on CPU the rise of the process's peak resident set size
+  (``VmHWM``) during the step.
+
+The measurements are interleaved: each round runs every one of them once, so a change of
+machine load (shared CPUs) hits all of them alike; medians over ``--repeats`` rounds after
+``--warmup`` rounds. Add a benchmark by adding a function to :data:`BENCHES`.
 """
 from __future__ import annotations
 
@@ -27,15 +42,16 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from . import attacks
-from .models import build_model, codec_forward, quantization
+from . import attacks, config, trainers
+from .models import aux_parameters, build_model, codec_forward, net_parameters, quantization
 
 TARGET_ATTACK_OVER_BARE = 1.10
 TARGET_NAIVE_OVER_OURS = 1.5
+TARGET_SMOOTH_OVER_RD = 2.0
 
 
 def _cores() -> int:
@@ -96,6 +112,22 @@ def _attack_iter(model, x, kind, iters: int) -> Callable[[], float]:
     return run
 
 
+def _interleaved(measures: Dict[str, Callable[[], float]], warmup: int, repeats: int):
+    """Run every measurement once per round; return (all times, medians, minima) in seconds."""
+    times: Dict[str, List[float]] = {k: [] for k in measures}
+    for r in range(warmup + repeats):
+        for name, fn in measures.items():
+            t = fn()
+            if r >= warmup:
+                times[name].append(t)
+        print(f"  round {r + 1}/{warmup + repeats}" + (" (warmup)" if r < warmup else "") + ": "
+              + ", ".join(f"{k} {times[k][-1] * 1e3:.0f}" for k in measures if r >= warmup),
+              flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
+    return times, med, best
+
+
 def bench_attacks(args) -> Dict[str, object]:
     w, h = (int(v) for v in args.size.lower().split("x"))
     torch.manual_seed(0)
@@ -141,17 +173,7 @@ def bench_attacks(args) -> Dict[str, object]:
           f"threads, {K} iterations per attack call; {W} warmup + {R} interleaved rounds "
           "(every measurement once per round, so load changes hit all alike); medians",
           flush=True)
-    times: Dict[str, List[float]] = {k: [] for k in measures}
-    for r in range(W + R):
-        for name, fn in measures.items():
-            t = fn()
-            if r >= W:
-                times[name].append(t)
-        print(f"  round {r + 1}/{W + R}" + (" (warmup)" if r < W else "") + ": " + ", ".join(
-            f"{k} {times[k][-1] * 1e3:.0f}" for k in measures if r >= W),
-            flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    best = {k: min(v) for k, v in times.items()}
+    times, med, best = _interleaved(measures, W, R)
     bare_name = {1: "bare fwd+bwd B=1 (channels_last)", 2: "bare fwd+bwd B=2 (channels_last)"}
     rows = []
     for name, sec in med.items():
@@ -179,10 +201,145 @@ def bench_attacks(args) -> Dict[str, object]:
             "warmup": W, "iterations": K, "torch": torch.__version__, "rows": rows}
 
 
+def _stage2_cfg(args, **over) -> Dict[str, Any]:
+    return config.defaults("pkdt", model=args.model, N=None, M=None, quality=args.quality,
+                           batch_size=3, patch_size=args.patch, n_b=args.iterations,
+                           n_p=2 * args.iterations, progress=False, **over)
+
+
+def _stage2_parts(args, device):
+    """Student, frozen teacher, optimisers and a Stage II objective on one random batch."""
+    torch.manual_seed(0)
+    student = build_model(args.model, quality=args.quality).to(device)
+    teacher = build_model(args.model, quality=args.quality).to(device)
+    cfg = _stage2_cfg(args)
+    objective = trainers.make_objective(cfg, teacher)
+    opts = (torch.optim.Adam(net_parameters(student), lr=1e-5),
+            torch.optim.Adam(aux_parameters(student), lr=1e-4))
+    x = torch.rand(3, 3, args.patch, args.patch, device=device)
+    return student, objective, opts, x
+
+
+def _vm_hwm_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _stage2_peak_memory(args, device: str, queue) -> None:
+    """Child process: one Stage II step; puts (bytes, how it was measured) on ``queue``."""
+    torch.set_num_threads(args.threads or _cores())
+    dev = torch.device(device)
+    student, objective, (net_opt, aux_opt), x = _stage2_parts(args, dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        trainers.train_step(student, x, objective, net_opt, aux_opt)
+        torch.cuda.synchronize()
+        queue.put((torch.cuda.max_memory_allocated(dev) - base, "cuda max_memory_allocated"))
+    else:
+        base = _vm_hwm_bytes()
+        trainers.train_step(student, x, objective, net_opt, aux_opt)
+        queue.put((_vm_hwm_bytes() - base, "rise of peak RSS (VmHWM)"))
+
+
+def bench_training(args) -> Dict[str, object]:
+    """Step cost of smooth_loss and of Stage II (see the module docstring)."""
+    from . import losses
+    device = trainers.resolve_device(args.device)
+    torch.manual_seed(0)
+    model = build_model(args.model, quality=args.quality).to(device)
+    x = torch.rand(args.batch, 3, args.patch, args.patch, device=device)
+    K, R, W = args.iterations, args.repeats, args.warmup
+
+    def step_of(objective):
+        net_opt = torch.optim.Adam(net_parameters(model), lr=1e-9)  # timing, not training
+        aux_opt = torch.optim.Adam(aux_parameters(model), lr=1e-9)
+
+        def run():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            trainers.train_step(model, x, objective, net_opt, aux_opt)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - t
+        return run
+
+    common = dict(model=args.model, N=None, M=None, quality=args.quality, progress=False)
+    measures = {"RD step": step_of(trainers.make_objective(config.defaults("pretrain", **common)))}
+    for method in ("fused", "fast", "exact"):
+        cfg = config.defaults("teacher", smooth_method=method, alpha=1.0, **common)
+        name = f"RD + smooth_loss ({method}" + (", default)" if
+                                                method == losses.DEFAULT_SMOOTH_METHOD else ")")
+        measures[name] = step_of(trainers.make_objective(cfg))
+
+    student, objective, (net_opt, aux_opt), x3 = _stage2_parts(args, device)
+    n_p, n_b = 2 * K, K
+
+    def stage2_step():
+        t = time.perf_counter()
+        trainers.train_step(student, x3, objective, net_opt, aux_opt)
+        return time.perf_counter() - t
+
+    def attacks_batched():
+        t = time.perf_counter()
+        attacks.attack(student, x3[:2], ["psnr", "bpp"], iterations=[n_p, n_b])
+        return time.perf_counter() - t
+
+    def attacks_sequential():
+        t = time.perf_counter()
+        attacks.attack(student, x3[:1], "psnr", iterations=n_p)
+        attacks.attack(student, x3[1:2], "bpp", iterations=n_b)
+        return time.perf_counter() - t
+
+    measures.update({"Stage II step (batched attacks)": stage2_step,
+                     "Stage II attacks, one batched call": attacks_batched,
+                     "Stage II attacks, one after the other": attacks_sequential})
+    print(f"bench training: {args.model} q{args.quality}, batch {args.batch}x3x{args.patch}x"
+          f"{args.patch} (Stage II: 3 crops, N_p={n_p}, N_b={n_b}), device {device}, "
+          f"{torch.get_num_threads()} threads; {W} warmup + {R} interleaved rounds; medians",
+          flush=True)
+    times, med, best = _interleaved(measures, W, R)
+    rows = []
+    for name, sec in med.items():
+        row = {"name": name, "ms_per_iter": sec * 1e3, "ms_min": best[name] * 1e3,
+               "ms_all": [t * 1e3 for t in times[name]], "ratio": None, "ratio_min": None,
+               "target": None, "target_kind": None, "ok": None}
+        if name.startswith("RD + smooth_loss"):
+            row["ratio"] = sec / med["RD step"]
+            row["ratio_min"] = best[name] / best["RD step"]
+            if "default" in name:
+                row.update(target=TARGET_SMOOTH_OVER_RD, target_kind="<=",
+                           ok=row["ratio"] <= TARGET_SMOOTH_OVER_RD)
+        rows.append(row)
+    seq, bat = "Stage II attacks, one after the other", "Stage II attacks, one batched call"
+    rows.append({"name": "sequential / batched attacks", "ms_per_iter": None, "ms_min": None,
+                 "ratio": med[seq] / med[bat], "ratio_min": best[seq] / best[bat],
+                 "target": None, "target_kind": None, "ok": None})
+
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_stage2_peak_memory, args=(args, str(device), queue))
+    proc.start()
+    peak, how = queue.get(timeout=3600)
+    proc.join()
+    print(f"peak memory of one Stage II step (3x3x{args.patch}x{args.patch}, N_p={n_p}, "
+          f"N_b={n_b}): {peak / 2**20:.0f} MiB ({how})")
+    return {"bench": "training", "model": args.model, "quality": args.quality,
+            "batch": args.batch, "patch": args.patch, "device": str(device),
+            "threads": torch.get_num_threads(), "repeats": R, "warmup": W, "iterations": K,
+            "torch": torch.__version__, "rows": rows,
+            "stage2_peak_memory_mib": peak / 2**20, "stage2_peak_memory_how": how}
+
+
 def format_table(result: Dict[str, object]) -> str:
     """The printed table: medians (and minima) in ms per iteration, ratios against targets."""
-    lines = [f"{'measurement':<36s} {'ms/iter':>8s} {'(min)':>8s} {'ratio':>7s} {'(min)':>7s} "
-             f"{'target':>7s}  ok", "-" * 84]
+    lines = [f"{'measurement':<38s} {'ms/iter':>8s} {'(min)':>8s} {'ratio':>7s} {'(min)':>7s} "
+             f"{'target':>7s}  ok", "-" * 86]
     for r in result["rows"]:
         ms = "" if r["ms_per_iter"] is None else f"{r['ms_per_iter']:.0f}"
         mn = "" if r["ms_min"] is None else f"{r['ms_min']:.0f}"
@@ -190,14 +347,20 @@ def format_table(result: Dict[str, object]) -> str:
         rmin = "" if r["ratio_min"] is None else f"{r['ratio_min']:.3f}"
         tgt = "" if r["target"] is None else f"{r['target_kind']}{r['target']:.2f}"
         ok = "" if r["ok"] is None else ("yes" if r["ok"] else "NO")
-        lines.append(f"{r['name']:<36s} {ms:>8s} {mn:>8s} {ratio:>7s} {rmin:>7s} {tgt:>7s}  {ok}")
-    lines.append("ratio: median / median (ok judged on it); (min): best / best. Attack rows "
-                 "against the bare fwd+bwd in channels_last of the same batch size; naive "
-                 "rows: naive per-image loop / ours, per image.")
+        lines.append(f"{r['name']:<38s} {ms:>8s} {mn:>8s} {ratio:>7s} {rmin:>7s} {tgt:>7s}  {ok}")
+    if result["bench"] == "attacks":
+        lines.append("ratio: median / median (ok judged on it); (min): best / best. Attack rows "
+                     "against the bare fwd+bwd in channels_last of the same batch size; naive "
+                     "rows: naive per-image loop / ours, per image.")
+    else:
+        lines.append("ms/iter: ms per optimiser step (or per attack pair). ratio: median / median"
+                     " against the RD step; (min): best / best.")
+        lines.append(f"peak memory of one Stage II step: {result['stage2_peak_memory_mib']:.0f} "
+                     f"MiB ({result['stage2_peak_memory_how']})")
     return "\n".join(lines)
 
 
-BENCHES: Dict[str, Callable] = {"attacks": bench_attacks}
+BENCHES: Dict[str, Callable] = {"attacks": bench_attacks, "training": bench_training}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -206,14 +369,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of the input")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--iterations", type=int, default=3, help="iterations per attack call")
+    p.add_argument("--iterations", type=int, default=3,
+                   help="iterations per attack call (training: N_b; N_p is twice this)")
+    p.add_argument("--batch", type=int, default=4, help="training: crops per RD/smooth step")
+    p.add_argument("--patch", type=int, default=256, help="training: crop size")
+    p.add_argument("--device", default="cpu", help="training: cpu, cuda or auto")
     p.add_argument("--model", default="hyper")
     p.add_argument("--quality", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--json", default=None, help="also save the results to this path")
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or args.iterations < 1:
-        p.error("--repeats and --iterations must be >= 1, --warmup >= 0")
+    if args.repeats < 1 or args.warmup < 0 or args.iterations < 1 or args.batch < 1:
+        p.error("--repeats, --iterations and --batch must be >= 1, --warmup >= 0")
+    if args.patch < 64 or args.patch % 64:
+        p.error("--patch must be a multiple of 64")
     torch.set_num_threads(args.threads or _cores())
     result = BENCHES[args.bench](args)
     print(format_table(result))

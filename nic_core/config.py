@@ -60,8 +60,10 @@ STAGE: Dict[str, Dict[str, Spec]] = {
     "teacher": {
         "pretrained": (str, "runs/smoke/01_pretrain/checkpoint.pt", None,
                        "pretrained checkpoint (notebook 01)"),
-        "alpha": (float, 1.0, _nonneg[0], "weight of smooth_loss"),
+        "alpha": (float, 0.01, _nonneg[0], "weight of smooth_loss (paper: not given; see README)"),
         "smooth_terms": (str, "bpp,y", None, "smooth_loss terms: 'bpp,y', 'bpp', 'y' or ''"),
+        "smooth_method": (str, "fused", lambda v: v in ("fused", "fast", "exact"),
+                          "smooth_loss implementation (losses.smooth_loss)"),
     },
     "pkdt": {
         "pretrained": (str, "runs/smoke/01_pretrain/checkpoint.pt", None,
@@ -69,8 +71,10 @@ STAGE: Dict[str, Dict[str, Spec]] = {
         "teacher": (str, "runs/smoke/02_teacher/checkpoint.pt", None,
                     "teacher checkpoint (notebook 02)"),
         "alpha": (float, 1.0, _nonneg[0], "weight of R_loss (eq. 5)"),
-        "beta": (float, 1.0, _nonneg[0], "weight of smooth_loss (eq. 5)"),
+        "beta": (float, 1e-4, _nonneg[0], "weight of smooth_loss (eq. 5; paper: not given)"),
         "smooth_terms": (str, "bpp,y", None, "smooth_loss terms"),
+        "smooth_method": (str, "fused", lambda v: v in ("fused", "fast", "exact"),
+                          "smooth_loss implementation (losses.smooth_loss)"),
         "n_p": (int, 5, _pos[0], "psnr attack iterations (paper 200)"),
         "n_b": (int, 5, _pos[0], "bpp attack iterations (paper 100)"),
         "batch_mix": (str, "psnr,bpp,clean", None, "per-sample role in each batch"),
@@ -131,8 +135,15 @@ def _coerce(name: str, value: Any, spec: Spec) -> Any:
 
 
 def validate(stage: str, params: Dict[str, Any]) -> Dict[str, Any]:
-    """Check names, types and ranges; return a new dict with every parameter of the stage."""
+    """Check names, types and ranges; return a new dict with every parameter of the stage.
+
+    The result also holds ``"stage"``; a ``"stage"`` key in ``params`` must match ``stage``.
+    """
     spec = schema(stage)
+    params = dict(params)
+    given = params.pop("stage", stage)
+    if given != stage:
+        raise ValueError(f"parameters are for stage {given!r}, not {stage!r}")
     unknown = [k for k in params if k not in spec]
     if unknown:
         hints = {k: difflib.get_close_matches(k, spec, n=1) for k in unknown}
@@ -143,6 +154,7 @@ def validate(stage: str, params: Dict[str, Any]) -> Dict[str, Any]:
     out = {k: s[1] for k, s in spec.items()}
     for k, v in params.items():
         out[k] = _coerce(k, v, spec[k])
+    out["stage"] = stage
     return out
 
 

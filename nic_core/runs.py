@@ -17,7 +17,7 @@ import yaml
 
 from . import checkpoints, config, data
 from .models import build_model
-from .trainers import make_objective, resolve_device, train
+from .trainers import make_objective, resolve_device, seed_everything, train
 
 PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb"}
 
@@ -52,6 +52,7 @@ def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+    seed_everything(cfg["seed"])  # the initial weights too: two runs of one config are identical
     model = build_student(cfg, device)
     teacher = load_required(cfg, "teacher", device) if stage == "pkdt" and cfg["method"] == "pkdt" \
         else None

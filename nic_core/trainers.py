@@ -100,6 +100,32 @@ def _read_history(path: Path, before_step: int) -> List[Dict[str, float]]:
     return [r for r in rows if r["step"] <= before_step]
 
 
+def train_step(model: torch.nn.Module, x: torch.Tensor, objective: Objective,
+               net_opt: torch.optim.Optimizer, aux_opt: torch.optim.Optimizer,
+               clip_max_norm: float = 1.0) -> Optional[Dict[str, float]]:
+    """One optimisation step: objective, backward, clipping, net step, then the aux step.
+
+    Returns the objective's terms (plus ``aux_loss``) as floats, or ``None`` when the loss is
+    not finite (nothing is updated then).
+    """
+    model.train()
+    terms = objective(model, x)
+    loss = terms["loss"]
+    net_opt.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return None
+    loss.backward()
+    if clip_max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(net_parameters(model), clip_max_norm)
+    net_opt.step()
+    aux_opt.zero_grad(set_to_none=True)
+    aux_loss = model.aux_loss()
+    aux_loss.backward()
+    aux_opt.step()
+    return {"aux_loss": float(aux_loss.detach()),
+            **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}}
+
+
 def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, Any],
           run_dir, device: Optional[torch.device] = None, max_nan_steps: int = 5,
           stop_after: Optional[int] = None) -> List[Dict[str, float]]:
@@ -156,12 +182,9 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
             for group in net_opt.param_groups:
                 group["lr"] = lr
             x = next(batches).to(device, non_blocking=True)
-            model.train()
-            terms = objective(model, x)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
+            terms = train_step(model, x, objective, net_opt, aux_opt, cfg["clip_max_norm"])
+            if terms is None:
                 nan_run += 1
-                net_opt.zero_grad(set_to_none=True)
                 if nan_run >= max_nan_steps:
                     save(step)
                     raise FloatingPointError(f"loss not finite for {nan_run} steps in a row "
@@ -169,18 +192,8 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
                 bar.update(1)
                 continue
             nan_run = 0
-            net_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg["clip_max_norm"] > 0:
-                torch.nn.utils.clip_grad_norm_(net_parameters(model), cfg["clip_max_norm"])
-            net_opt.step()
-            aux_opt.zero_grad(set_to_none=True)
-            aux_loss = model.aux_loss()
-            aux_loss.backward()
-            aux_opt.step()
             row = {"step": step + 1, "epoch": (step + 1) / per_epoch, "lr": lr,
-                   "aux_loss": float(aux_loss.detach()), "seconds": time.perf_counter() - t0,
-                   **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}}
+                   "seconds": time.perf_counter() - t0, **terms}
             history.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
@@ -217,17 +230,21 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
 
         ``input_grad``: keep the graph to x, which smooth_loss differentiates through.
         """
-        if input_grad:
-            x.requires_grad_(True)
         g = torch.Generator(device=x.device)
         g.manual_seed(int(torch.randint(2 ** 62, ())))
         state = g.get_state()
-        out = codec_forward(model, x, "noise", generator=g)
+        if input_grad:  # smooth_loss reuses this pass: true LowerBound derivatives, graph to x
+            x.requires_grad_(True)
+            with losses.exact_bounds(model):
+                out = codec_forward(model, x, "noise", generator=g)
+        else:
+            out = codec_forward(model, x, "noise", generator=g)
         g.set_state(state)
         return out, g
 
     def smooth(model, x, out, g):
-        return losses.smooth_loss(model, x, terms=terms, out=out, generator=g)
+        return losses.smooth_loss(model, x, terms=terms, out=out, generator=g,
+                                  method=cfg.get("smooth_method", losses.DEFAULT_SMOOTH_METHOD))
 
     if stage == "pretrain":
         def objective(model, x):

@@ -23,6 +23,7 @@ PAPER = "Cao et al., *Enhancing Adversarial Training with Prior Knowledge Distil
 
 def parameters_cell(stage: str, **overrides) -> nbformat.NotebookNode:
     cfg = config.defaults(stage, **overrides)
+    cfg.pop("stage")  # fixed by the notebook, not a parameter
     spec = config.schema(stage)
     width = max(len(f"{k} = {v!r}") for k, v in cfg.items())
     lines = ["# Parameters (smoke-sized defaults; papermill -p NAME VALUE or -f params/...yaml)"]

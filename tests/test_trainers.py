@@ -1,5 +1,6 @@
 """The one training loop: schedule, resume, checkpoints and CompressAI interoperability."""
 import json
+import os
 import subprocess
 import sys
 
@@ -95,11 +96,14 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         checkpoints.load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_compressai_eval_model_reads_our_checkpoint(smoke_run_dir, kodak_small, tmp_path):
+def test_compressai_eval_model_reads_our_checkpoint(smoke_run_dir, tmp_path):
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
-    x = kodak_small[:1]
-    arr = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    paths, _ = data.find_test_set("kodak", os.environ.get("NIC_DATA"))
+    full = data.load_images(paths[:1])[0][1]  # eval_model also computes MS-SSIM: needs >= 161 px
+    h, w = full.shape[-2:]
+    crop = full[:, (h - 256) // 2:(h + 256) // 2, (w - 256) // 2:(w + 256) // 2]
+    arr = (crop.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     Image.fromarray(arr).save(img_dir / "crop.png")
     x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
     res = subprocess.run(
@@ -112,3 +116,17 @@ def test_compressai_eval_model_reads_our_checkpoint(smoke_run_dir, kodak_small, 
     ours = real_codec(model, x)
     assert theirs["bpp"][0] == pytest.approx(float(ours["bpp"][0]), rel=1e-6)
     assert theirs["psnr-rgb"][0] == pytest.approx(float(psnr(x, ours["x_hat"])[0]), abs=0.05)
+
+
+def test_two_fresh_runs_of_one_config_are_identical(tmp_path):
+    """The seed covers the initial weights as well as crops, batches and noise."""
+    from nic_core import runs
+    cfg = config.defaults("pretrain", N=16, M=16, patch_size=64, batch_size=2, budget=2,
+                          progress=False)
+    hist = []
+    for name in ("a", "b"):
+        _, h = runs.run_training("pretrain", {**cfg, "run_dir": str(tmp_path / name)})
+        hist.append([(r["loss"], r["aux_loss"]) for r in h])
+    assert len(hist[0]) == 2 and hist[0] == hist[1]
+    _, h = runs.run_training("pretrain", {**cfg, "seed": 1, "run_dir": str(tmp_path / "c")})
+    assert [(r["loss"], r["aux_loss"]) for r in h] != hist[0]
