@@ -141,18 +141,24 @@ def test_lower_bound_heuristic_breaks_finite_difference_gradients(model, x, exac
     assert (g - exact_bpp_grad).norm() > 1.0 * exact_bpp_grad.norm()
 
 
-def test_fast_on_a_trained_codec(smoke_model, kodak_small):
-    # A trained hyperprior on real photos: the value agrees as on random weights, but h_a sees
-    # |y| and trained latents crowd its kink at 0, so the parameter gradients of the difference
-    # quotient (smoothed over the kink) and of double backprop (kink ignored) part: measured
-    # 19-48 % apart, cosine 0.90-0.98 over seeds and photos. Without exact_bounds: cosine 0.21.
+def test_on_a_trained_codec_fused_is_unbiased_and_fast_only_in_value(smoke_model, kodak_small):
+    # A trained hyperprior on real photos. h_a sees |y| and trained latents crowd its kink at 0,
+    # so the parameter gradient of fast's difference quotient (smoothed over the kink) and that
+    # of double backprop (kink ignored) part ways: measured cosine 0.90-0.98 on one smoke model,
+    # -0.30 on another. The value still agrees. This is why the default is ``fused``, whose
+    # value and parameter gradient are unbiased estimates of exact's (mean of 16 draws here).
     model, x = smoke_model, kodak_small
     exact = smooth_loss(model, x, terms="bpp", method="exact", generator=gen())
     fast = smooth_loss(model, x, method="fast", terms="bpp", generator=gen())
     assert abs(fast["grad_bpp"].item() / exact["grad_bpp"].item() - 1) < 0.03
-    g_exact, g_fast = flat_grad(model, exact["loss"]), flat_grad(model, fast["loss"])
-    assert torch.nn.functional.cosine_similarity(g_fast, g_exact, dim=0) > 0.8
-    assert (g_fast - g_exact).norm() < 0.7 * g_exact.norm()
+    torch.manual_seed(11)
+    draws = 16
+    g_exact = sum(flat_grad(model, smooth_loss(model, x, method="exact", generator=gen())["loss"])
+                  for _ in range(draws)) / draws
+    g_fused = sum(flat_grad(model, smooth_loss(model, x, method="fused", generator=gen())["loss"])
+                  for _ in range(draws)) / draws
+    assert torch.nn.functional.cosine_similarity(g_fused, g_exact, dim=0) > 0.98
+    assert (g_fused - g_exact).norm() < 0.15 * g_exact.norm()
 
 
 @pytest.mark.parametrize("method", ["exact", "fast"])
