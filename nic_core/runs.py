@@ -114,10 +114,11 @@ def comparable(results: list) -> list:
 
     Rows evaluated differently would make a misleading table; they are dropped with a message.
     """
-    ref = {k: results[-1]["config"].get(k) for k in EVAL_KEYS}
+    ref = {k: (results[-1].get("config") or {}).get(k) for k in EVAL_KEYS}
     keep = []
     for r in results:
-        diff = {k: r["config"].get(k) for k in EVAL_KEYS if r["config"].get(k) != ref[k]}
+        cfg = r.get("config") or {}
+        diff = {k: cfg.get(k) for k in EVAL_KEYS if cfg.get(k) != ref[k]}
         if diff:
             print(f"not comparing {r['name']!r}: evaluated with {diff}, not {ref}")
         else:

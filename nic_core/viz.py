@@ -112,3 +112,42 @@ def plot_rd(results_list, ax=None, attacks: Optional[List[str]] = None, title: s
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return fig
+
+
+def table1_markdown(results_list, attacks=TABLE1_BLOCKS) -> str:
+    """:func:`table1` as a Markdown table (bpp to 3 decimals, PSNR to 2), e.g. for the README."""
+    df = table1(results_list, attacks, digits=None)
+    head = "| model | " + " | ".join(f"{a} bpp | {a} PSNR" for a, _ in attacks) + " |"
+    sep = "|---|" + "---:|" * (2 * len(attacks))
+    rows = []
+    for name, vals in zip(df.index, df.to_numpy()):
+        cells = [("n/a" if v != v else f"{v:.3f}" if i % 2 == 0 else f"{v:.2f}")
+                 for i, v in enumerate(vals)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *rows])
+
+
+def main(argv=None) -> int:
+    """``python -m nic_core.viz table METRICS.json ... [--plot FIG.png]``: Table 1 in Markdown."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m nic_core.viz", description=main.__doc__)
+    ap.add_argument("command", choices=["table"])
+    ap.add_argument("results", nargs="+", help="metrics.json files (nic_core.evaluate format)")
+    ap.add_argument("--plot", default=None, help="also save an R-D plot (clean and attacked)")
+    args = ap.parse_args(argv)
+    from .runs import comparable
+
+    results = comparable(_results_list(args.results))
+    print(table1_markdown(results))
+    if args.plot:
+        fig = plot_rd(results, title="clean and attacked (real bpp)")
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"saved {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

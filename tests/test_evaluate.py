@@ -193,3 +193,19 @@ def test_plot_rd(results):
     assert x[0] == pytest.approx(results["results"]["bpp"][0])
     assert y[0] == pytest.approx(results["results"]["psnr-rgb"][0])
     plt.close(fig)
+
+
+def test_table_cli_prints_markdown_and_saves_plot(results, tmp_path, capsys):
+    other = json.loads(json.dumps(results))
+    other["name"] = "Ours"
+    del other["attacks"]["bpp"]
+    paths = [save_results(results, tmp_path / "a.json"), save_results(other, tmp_path / "b.json")]
+    assert viz.main(["table", *map(str, paths), "--plot", str(tmp_path / "rd.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | clean bpp | clean PSNR | psnr attack bpp")
+    smoke_row = next(line for line in lines if line.startswith("| smoke |"))
+    cells = [c.strip() for c in smoke_row.strip("|").split("|")]
+    assert cells[1] == f"{results['results']['bpp'][0]:.3f}"
+    assert cells[4] == f"{results['attacks']['psnr']['results']['psnr-rgb'][0]:.2f}"
+    assert next(line for line in lines if line.startswith("| Ours |")).endswith("n/a | n/a |")
+    assert (tmp_path / "rd.png").stat().st_size > 1000
