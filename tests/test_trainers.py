@@ -130,3 +130,69 @@ def test_two_fresh_runs_of_one_config_are_identical(tmp_path):
     assert len(hist[0]) == 2 and hist[0] == hist[1]
     _, h = runs.run_training("pretrain", {**cfg, "seed": 1, "run_dir": str(tmp_path / "c")})
     assert [(r["loss"], r["aux_loss"]) for r in h] != hist[0]
+
+
+# ------------------------------------------------------------------------------- Stage II
+
+def _pkdt_cfg(tmp_path, **kw):
+    base = dict(model="hyper", N=16, M=24, patch_size=64, batch_size=3, budget=6, lr=1e-3,
+                progress=False, run_dir=str(tmp_path), seed=3, n_p=3, n_b=2, eps=1e-3,
+                beta=1e-3)
+    base.update(kw)
+    return config.defaults("pkdt", **base)
+
+
+def test_stage2_teacher_sees_clean_student_sees_attacked(monkeypatch):
+    from nic_core import trainers
+    torch.manual_seed(0)
+    student, teacher = build_model("hyper", N=16, M=24), build_model("hyper", N=16, M=24)
+    calls = []
+    real_forward = trainers.codec_forward
+
+    def spy(model, x, quant="round", generator=None):
+        out = real_forward(model, x, quant, generator=generator)
+        calls.append((model, x.detach().clone(), quant, out))
+        return out
+    monkeypatch.setattr(trainers, "codec_forward", spy)
+    x = torch.rand(3, 3, 64, 64)
+    terms = make_objective(_pkdt_cfg("unused"), teacher)(student, x)
+    (t_model, t_in, t_quant, t_out), = [c for c in calls if c[0] is teacher]
+    (s_model, s_in, s_quant, s_out), = [c for c in calls if c[0] is student]
+    assert t_quant == "round" and s_quant == "noise"
+    torch.testing.assert_close(t_in, x)                       # teacher: the clean batch
+    assert (s_in[:2] - x[:2]).pow(2).mean() > 1e-5            # x1*, x2*: attacked ...
+    assert ((s_in[:2] - x[:2]).pow(2).flatten(1).mean(1) <= 1e-3).all()  # ... within eps
+    torch.testing.assert_close(s_in[2], x[2])                 # x3: clean
+    r_loss = (t_out["bpp"] - s_out["bpp"]).abs().mean()
+    assert float(terms["r_loss"]) == pytest.approx(float(r_loss), rel=1e-5)
+    assert float(terms["d_loss"]) == pytest.approx(
+        float((s_in - s_out["x_hat"]).abs().mean()), rel=1e-5)
+    terms["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in student.g_a.parameters()) > 0
+
+
+def test_stage2_run_reduces_loss_and_resumes_exactly(tmp_path, tiny_data):
+    def run(cfg, stop_after=None):
+        torch.manual_seed(0)
+        student = build_model("hyper", N=16, M=24)
+        torch.manual_seed(1)
+        teacher = build_model("hyper", N=16, M=24)
+        hist = train(student, tiny_data, make_objective(cfg, teacher), cfg, cfg["run_dir"],
+                     stop_after=stop_after)
+        return student, hist
+
+    cfg = _pkdt_cfg(tmp_path / "long", budget=30, lr=3e-3)
+    _, hist = run(cfg)
+    first = sum(r["loss"] for r in hist[:5]) / 5
+    last = sum(r["loss"] for r in hist[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert {"d_loss", "r_loss", "smooth_loss"} <= set(hist[0])
+    a_cfg, b_cfg = _pkdt_cfg(tmp_path / "a"), _pkdt_cfg(tmp_path / "b")
+    a, hist_a = run(a_cfg)
+    run(b_cfg, stop_after=3)
+    b, hist_b = run(b_cfg)
+    assert [r["step"] for r in hist_b] == list(range(1, 7))
+    assert [r["loss"] for r in hist_a] == pytest.approx([r["loss"] for r in hist_b])
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], msg=k)
