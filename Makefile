@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Parameter set for `make pipeline`: smoke (notebook defaults), cpu or paper (params/<set>/*.yaml)
+# Parameter set for `make pipeline`: smoke (= the notebooks' defaults), cpu or paper
+# (params/<set>/<notebook>.yaml; a notebook without a file there runs with its defaults)
 PARAMS ?= smoke
-NOTEBOOKS := 01_pretrain 02_teacher 03_pkdt
+NOTEBOOKS := 01_pretrain 02_teacher 03_pkdt 06_attack_explorer
 PYTEST_ARGS ?=
 
 .PHONY: setup pipeline test test-browser bench notebooks clean
@@ -21,7 +22,7 @@ pipeline: setup
 	@mkdir -p runs/$(PARAMS)
 	@set -e; for nb in $(NOTEBOOKS); do \
 	  if [ -f notebooks/$$nb.ipynb ]; then \
-	    args=""; [ "$(PARAMS)" != smoke ] && args="-f params/$(PARAMS)/$$nb.yaml"; \
+	    args=""; [ -f params/$(PARAMS)/$$nb.yaml ] && args="-f params/$(PARAMS)/$$nb.yaml"; \
 	    echo "== $$nb ($(PARAMS))"; \
 	    $(VENV)/bin/papermill notebooks/$$nb.ipynb runs/$(PARAMS)/$$nb.ipynb $$args; \
 	  fi; \

@@ -19,7 +19,8 @@ from . import checkpoints, config, data
 from .models import build_model
 from .trainers import make_objective, resolve_device, seed_everything, train
 
-PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb"}
+PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb",
+               "checkpoint": "the notebook of that stage"}
 
 
 def setup(cfg: Dict[str, Any]) -> torch.device:
@@ -127,19 +128,35 @@ def comparable(results: list) -> list:
 
 
 def main(argv=None) -> int:
-    """``python -m nic_core.runs STAGE [-f params.yaml] [-p name value ...]``: train + evaluate."""
-    ap = argparse.ArgumentParser(description=main.__doc__)
+    """``python -m nic_core.runs STAGE [-f params.yaml] [-p name value ...]``: train + evaluate.
+
+    ``--eval-only CHECKPOINT``: no training; evaluate that checkpoint with the parameters' eval
+    settings (e.g. ``-p eval_set div2k-valid -p attack_iterations 500``) into ``--out``
+    (default: ``metrics_<eval_set>.json`` beside the checkpoint).
+    """
+    ap = argparse.ArgumentParser(description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=sorted(config.STAGE))
     ap.add_argument("-f", "--params", help="YAML parameter file")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate this checkpoint only")
+    ap.add_argument("--out", help="with --eval-only: results path")
+    ap.add_argument("--name", help="with --eval-only: the model's name in the results")
     args = ap.parse_args(argv)
     params = config.load_params(args.params) if args.params else {}
     params.update({k: yaml.safe_load(v) for k, v in args.p})
     cfg = config.validate(args.stage, params)
+    if args.eval_only:
+        device = setup(cfg)
+        model = load_required({"checkpoint": args.eval_only}, "checkpoint", device)
+        out = Path(args.out or Path(args.eval_only).parent / f"metrics_{cfg['eval_set']}.json")
+        evaluate_run(model, cfg, name=args.name or args.stage, out=out)
+        print(f"saved {out}")
+        return 0
     model, _ = run_training(args.stage, cfg)
     if not args.no_eval:
-        evaluate_run(model, {**cfg, "stage": args.stage}, name=args.stage)
+        evaluate_run(model, cfg, name=args.stage)
     return 0
 
 

@@ -217,12 +217,34 @@ def explorer() -> nbformat.NotebookNode:
 NOTEBOOKS["06_attack_explorer.ipynb"] = explorer
 
 
-def build(out_dir: Path = HERE) -> list:
+STAGE_OF = {"01_pretrain": "pretrain", "02_teacher": "teacher", "03_pkdt": "pkdt"}
+
+
+def smoke_params(stem: str) -> str:
+    """``params/smoke/<stem>.yaml``: the notebook's default parameters, as a file."""
+    import yaml
+    from nic_core import explorer as _explorer
+
+    if stem in STAGE_OF:
+        cfg = config.defaults(STAGE_OF[stem])
+        cfg.pop("stage")
+    else:
+        cfg = _explorer.defaults()
+    return (f"# Smoke-sized defaults of notebooks/{stem}.ipynb (written by "
+            "notebooks/build_notebooks.py;\n# identical to the notebook's parameters cell).\n"
+            + yaml.safe_dump(cfg, sort_keys=False))
+
+
+def build(out_dir: Path = HERE, params_dir: Path = HERE.parent / "params" / "smoke") -> list:
     written = []
+    params_dir.mkdir(parents=True, exist_ok=True)
     for name, make in NOTEBOOKS.items():
         path = out_dir / name
         nbformat.write(make(), path)
         written.append(path)
+        stem = name[:-len(".ipynb")]
+        (params_dir / f"{stem}.yaml").write_text(smoke_params(stem))
+        written.append(params_dir / f"{stem}.yaml")
     return written
 
 

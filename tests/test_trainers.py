@@ -196,3 +196,17 @@ def test_stage2_run_reduces_loss_and_resumes_exactly(tmp_path, tiny_data):
     assert [r["loss"] for r in hist_a] == pytest.approx([r["loss"] for r in hist_b])
     for k, v in a.state_dict().items():
         torch.testing.assert_close(v, b.state_dict()[k], msg=k)
+
+
+def test_eval_only_cli_writes_results_beside_the_checkpoint(smoke_run_dir, tmp_path):
+    from nic_core import evaluate, runs
+    out = tmp_path / "m.json"
+    assert runs.main(["pretrain", "--eval-only", str(smoke_run_dir / "checkpoint.pt"),
+                      "-p", "eval_limit", "1", "-p", "eval_crop", "128", "-p", "progress",
+                      "false", "-p", "attack_iterations", "2", "--out", str(out),
+                      "--name", "smoke"]) == 0
+    res = evaluate.load_results(out)
+    assert res["name"] == "smoke" and set(res["attacks"]) == {"psnr", "bpp"}
+    assert res["attacks"]["psnr"]["iterations"] == 2 and len(res["per_image"]) == 1
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        runs.main(["pretrain", "--eval-only", str(tmp_path / "none.pt")])
