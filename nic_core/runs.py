@@ -132,7 +132,8 @@ def main(argv=None) -> int:
 
     ``--eval-only CHECKPOINT``: no training; evaluate that checkpoint with the parameters' eval
     settings (e.g. ``-p eval_set div2k-valid -p attack_iterations 500``) into ``--out``
-    (default: ``metrics_<eval_set>.json`` beside the checkpoint).
+    (default: ``metrics_<eval_set>.json`` beside the checkpoint), named ``--name``, else as in
+    the run's own ``metrics.json``, else after the checkpoint's stage.
     """
     ap = argparse.ArgumentParser(description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,8 +151,12 @@ def main(argv=None) -> int:
     if args.eval_only:
         device = setup(cfg)
         model = load_required({"checkpoint": args.eval_only}, "checkpoint", device)
-        out = Path(args.out or Path(args.eval_only).parent / f"metrics_{cfg['eval_set']}.json")
-        evaluate_run(model, cfg, name=args.name or args.stage, out=out)
+        stage = checkpoints.load_checkpoint(args.eval_only).get("stage") or args.stage
+        run_dir = Path(args.eval_only).parent
+        out = Path(args.out or run_dir / f"metrics_{cfg['eval_set']}.json")
+        beside = metrics_beside(args.eval_only)  # keep the run's own name when it has one
+        name = args.name or (beside or {}).get("name") or stage
+        evaluate_run(model, {**cfg, "stage": stage, "run_dir": str(run_dir)}, name=name, out=out)
         print(f"saved {out}")
         return 0
     model, _ = run_training(args.stage, cfg)

@@ -110,7 +110,47 @@ def plot_rd(results_list, ax=None, attacks: Optional[List[str]] = None, title: s
     if title:
         ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return fig
+
+
+def plot_attack_deltas(results_list, axes=None):
+    """Bars per model: PSNR change under the psnr attack, rate change (%) under the bpp attack.
+
+    The two numbers the paper's attacks aim at (real bitstreams, means over the images), so
+    models at different clean rate-distortion points can still be compared on robustness.
+    """
+    results = _results_list(results_list)
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = axes[0].figure
+    names = [r.get("name", "model") for r in results]
+
+    def block(r, kind, key):
+        res = r.get("attacks", {}).get(kind, {}).get("results", {})
+        v = res.get(key, [None])[-1]
+        return float("nan") if v is None else float(v)
+
+    dpsnr = [block(r, "psnr", "delta-psnr") for r in results]
+    dbpp = [100 * block(r, "bpp", "delta-bpp") / r["results"]["bpp"][-1] for r in results]
+    colors = [f"C{i % 10}" for i in range(len(results))]
+    for ax, vals, label, fmt in ((axes[0], dpsnr, "psnr attack: PSNR change (dB)", "{:+.2f}"),
+                                 (axes[1], dbpp, "bpp attack: rate change (%)", "{:+.1f}")):
+        ax.barh(range(len(vals)), vals, color=colors)
+        ax.set_yticks(range(len(vals)), names)
+        ax.invert_yaxis()
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        for i, v in enumerate(vals):
+            if v == v:
+                ax.text(v, i, " " + fmt.format(v) + " ", va="center",
+                        ha="left" if v >= 0 else "right", fontsize=8)
+        lo, hi = min([0] + [v for v in vals if v == v]), max([0] + [v for v in vals if v == v])
+        pad = 0.25 * (hi - lo or 1)
+        ax.set_xlim(lo - (pad if lo < 0 else 0), hi + (pad if hi > 0 else 0))
+    axes[1].set_yticklabels([])
+    fig.tight_layout()
     return fig
 
 
@@ -135,6 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("command", choices=["table"])
     ap.add_argument("results", nargs="+", help="metrics.json files (nic_core.evaluate format)")
     ap.add_argument("--plot", default=None, help="also save an R-D plot (clean and attacked)")
+    ap.add_argument("--deltas", default=None,
+                    help="also save bars of the PSNR / rate change under each attack")
     args = ap.parse_args(argv)
     from .runs import comparable
 
@@ -144,6 +186,10 @@ def main(argv=None) -> int:
         fig = plot_rd(results, title="clean and attacked (real bpp)")
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"saved {args.plot}")
+    if args.deltas:
+        fig = plot_attack_deltas(results)
+        fig.savefig(args.deltas, dpi=120, bbox_inches="tight")
+        print(f"saved {args.deltas}")
     return 0
 
 

@@ -107,8 +107,9 @@ def teacher() -> nbformat.NotebookNode:
         new_markdown_cell("## Teacher vs pretrained: clean and under attack"),
         new_code_cell(
             "results = runs.evaluate_run(model, {**cfg, 'stage': 'teacher'}, name='teacher (Stage I)')\n"
-            "rows = [r for r in [runs.metrics_beside(cfg['pretrained'])] if r] + [results]\n"
-            "viz.table1(runs.comparable(rows))"),
+            "rows = runs.comparable([r for r in [runs.metrics_beside(cfg['pretrained'])] if r] + [results])\n"
+            "display(viz.table1(rows))\n"
+            "viz.plot_attack_deltas(rows);"),
     ])
 
 
@@ -144,7 +145,8 @@ def pkdt() -> nbformat.NotebookNode:
             "rows = [runs.metrics_beside(cfg[k]) for k in ('pretrained', 'teacher')]\n"
             "rows = runs.comparable([r for r in rows if r] + [results])\n"
             "display(viz.table1(rows))\n"
-            "viz.plot_rd(rows);"),
+            "viz.plot_rd(rows)\n"
+            "viz.plot_attack_deltas(rows);"),
     ])
 
 

@@ -209,3 +209,19 @@ def test_table_cli_prints_markdown_and_saves_plot(results, tmp_path, capsys):
     assert cells[4] == f"{results['attacks']['psnr']['results']['psnr-rgb'][0]:.2f}"
     assert next(line for line in lines if line.startswith("| Ours |")).endswith("n/a | n/a |")
     assert (tmp_path / "rd.png").stat().st_size > 1000
+
+
+def test_plot_attack_deltas_bars_are_the_deltas(results):
+    import matplotlib.pyplot as plt
+    other = json.loads(json.dumps(results))
+    other["name"] = "Ours"
+    del other["attacks"]["bpp"]
+    fig = viz.plot_attack_deltas([results, other])
+    left, right = fig.axes
+    widths = [p.get_width() for p in left.patches]
+    assert widths == pytest.approx([results["attacks"]["psnr"]["results"]["delta-psnr"][0]] * 2)
+    rate = [p.get_width() for p in right.patches]
+    assert rate[0] == pytest.approx(100 * results["attacks"]["bpp"]["results"]["delta-bpp"][0]
+                                    / results["results"]["bpp"][0])
+    assert math.isnan(rate[1])
+    plt.close(fig)

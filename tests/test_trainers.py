@@ -164,9 +164,9 @@ def test_stage2_teacher_sees_clean_student_sees_attacked(monkeypatch):
     assert ((s_in[:2] - x[:2]).pow(2).flatten(1).mean(1) <= 1e-3).all()  # ... within eps
     torch.testing.assert_close(s_in[2], x[2])                 # x3: clean
     r_loss = (t_out["bpp"] - s_out["bpp"]).abs().mean()
-    assert float(terms["r_loss"]) == pytest.approx(float(r_loss), rel=1e-5)
-    assert float(terms["d_loss"]) == pytest.approx(
-        float((s_in - s_out["x_hat"]).abs().mean()), rel=1e-5)
+    assert float(terms["r_loss"].detach()) == pytest.approx(float(r_loss.detach()), rel=1e-5)
+    assert float(terms["d_loss"].detach()) == pytest.approx(
+        float((s_in - s_out["x_hat"]).abs().mean().detach()), rel=1e-5)
     terms["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert sum(float(p.grad.abs().sum()) for p in student.g_a.parameters()) > 0
