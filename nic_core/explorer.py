@@ -746,3 +746,42 @@ def pick_image(ex: Explorer, name: str, log: Callable[[str], None] = print) -> s
     log(f"image {name!r} is not in this test set; using {first!r} "
         f"(available: {', '.join(sorted(ex.image_paths))})")
     return first
+
+
+def main(argv=None) -> int:
+    """``python -m nic_core.explorer -f params.yaml [-p NAME VALUE ...] --out FIG.png``.
+
+    The explorer's figure without a browser: the chosen image, attack, eps and iterations for
+    every checkpoint, with PSNR / bpp against eps over ``eps_grid`` when ``precompute`` is on.
+    """
+    import argparse
+
+    import yaml
+
+    from .config import load_params
+
+    ap = argparse.ArgumentParser(prog="python -m nic_core.explorer", description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-f", "--params", help="YAML parameter file (e.g. params/cpu/06_...yaml)")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--out", required=True, help="PNG to write")
+    args = ap.parse_args(argv)
+    params = load_params(args.params) if args.params else {}
+    params.update({k: yaml.safe_load(v) for k, v in args.p})
+    cfg = validate(params)
+    ex = setup(cfg)
+    name = pick_image(ex, cfg["image"])
+    if cfg["precompute"]:
+        ex.precompute(name, cfg["attack"], cfg["iterations"], progress=cfg["progress"])
+    png = ex.figure_png(name, cfg["attack"], cfg["eps"], cfg["iterations"], list(ex.models))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -252,3 +252,15 @@ def test_headless_nbval_with_defaults(nbdir):
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
     assert " passed" in proc.stdout and "failed" not in proc.stdout, tail
+
+
+def test_cli_writes_the_figure(smoke_run_dir, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    ck = str(smoke_run_dir / "checkpoint.pt")
+    assert explorer.main(["-p", "checkpoints", ck, "-p", "crop", "64", "-p", "iterations", "2",
+                          "-p", "eps_grid", "0.0005,0.001", "-p", "progress", "false",
+                          "-p", "train_if_missing", "false", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert f"saved {out}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown parameter"):
+        explorer.main(["-p", "epz", "0.001", "--out", str(out)])
