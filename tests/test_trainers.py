@@ -210,3 +210,20 @@ def test_eval_only_cli_writes_results_beside_the_checkpoint(smoke_run_dir, tmp_p
     assert res["attacks"]["psnr"]["iterations"] == 2 and len(res["per_image"]) == 1
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         runs.main(["pretrain", "--eval-only", str(tmp_path / "none.pt")])
+
+
+def test_missing_pretrained_or_teacher_names_the_notebook(smoke_run_dir, tmp_path):
+    from nic_core import runs
+    cfg = _pkdt_cfg(tmp_path / "run", pretrained=str(tmp_path / "none.pt"),
+                    teacher=str(tmp_path / "none2.pt"))
+    with pytest.raises(FileNotFoundError, match=r"pretrained checkpoint .* run "
+                                                r"notebooks/01_pretrain.ipynb first"):
+        runs.run_training("pkdt", cfg)
+    cfg["pretrained"] = str(smoke_run_dir / "checkpoint.pt")
+    with pytest.raises(FileNotFoundError, match=r"teacher checkpoint .* run "
+                                                r"notebooks/02_teacher.ipynb first"):
+        runs.run_training("pkdt", cfg)
+    cfg["method"] = "adv"  # the baselines need no teacher
+    cfg["budget"] = 1
+    _, hist = runs.run_training("pkdt", cfg)
+    assert len(hist) == 1
