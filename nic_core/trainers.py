@@ -2,10 +2,12 @@
 
 The stages of arXiv 2403.06700 (Algorithm 1) differ only in the *objective*, a callable
 ``objective(model, x) -> {"loss": tensor, ...scalars}`` that may attack part of the batch or
-consult a frozen teacher. :func:`train` owns everything else, so a fix reaches every stage: the
-net + aux optimisers (CompressAI style; aux = ``*.quantiles``), gradient clipping, the paper's
-step-wise learning-rate halving, a NaN guard, ``history.jsonl`` logging, atomic checkpoints with
-``update(force=True)`` and exact resume (model, optimisers, step, RNG state).
+consult a frozen teacher. :func:`train_step` is one optimiser step (also what
+``python -m nic_core.bench training`` times). :func:`train` owns everything else, so a fix
+reaches every stage: the net + aux optimisers (CompressAI style; aux = ``*.quantiles``),
+gradient clipping, the paper's step-wise learning-rate halving, a NaN guard, ``history.jsonl``
+logging, atomic checkpoints with ``update(force=True)`` and exact resume (model, optimisers,
+step, RNG state).
 
 Objectives (see :func:`make_objective`):
 
