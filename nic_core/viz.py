@@ -174,13 +174,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nic_core.viz", description=main.__doc__)
     ap.add_argument("command", choices=["table"])
     ap.add_argument("results", nargs="+", help="metrics.json files (nic_core.evaluate format)")
+    ap.add_argument("--names", default=None,
+                    help="comma-separated row names replacing the files' own, in order")
     ap.add_argument("--plot", default=None, help="also save an R-D plot (clean and attacked)")
     ap.add_argument("--deltas", default=None,
                     help="also save bars of the PSNR / rate change under each attack")
     args = ap.parse_args(argv)
     from .runs import comparable
 
-    results = comparable(_results_list(args.results))
+    results = _results_list(args.results)
+    if args.names:
+        names = [n.strip() for n in args.names.split(",")]
+        if len(names) != len(results):
+            ap.error(f"--names has {len(names)} names for {len(results)} results")
+        results = [{**r, "name": n} for r, n in zip(results, names)]
+    results = comparable(results)
     print(table1_markdown(results))
     if args.plot:
         fig = plot_rd(results, title="clean and attacked (real bpp)")

@@ -225,3 +225,12 @@ def test_plot_attack_deltas_bars_are_the_deltas(results):
                                     / results["results"]["bpp"][0])
     assert math.isnan(rate[1])
     plt.close(fig)
+
+
+def test_table_cli_renames_rows(results, tmp_path, capsys):
+    p = save_results(results, tmp_path / "a.json")
+    assert viz.main(["table", str(p), str(p), "--names", "first, second"]) == 0
+    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["first", "second"]
+    with pytest.raises(SystemExit):
+        viz.main(["table", str(p), "--names", "a,b"])
