@@ -128,6 +128,28 @@ def _interleaved(measures: Dict[str, Callable[[], float]], warmup: int, repeats:
     return times, med, best
 
 
+def _row(name, times, med, best, ref=None, target=None, kind="<=") -> Dict[str, Any]:
+    """One measurement: median / min / all in ms; with ``ref``, the ratio to that measurement."""
+    row = {"name": name, "ms_per_iter": med[name] * 1e3, "ms_min": best[name] * 1e3,
+           "ms_all": [t * 1e3 for t in times[name]], "ratio": None, "ratio_min": None,
+           "target": None, "target_kind": None, "ok": None}
+    if ref is not None:
+        row.update(ratio=med[name] / med[ref], ratio_min=best[name] / best[ref])
+    if target is not None:
+        ok = row["ratio"] <= target if kind == "<=" else row["ratio"] >= target
+        row.update(target=target, target_kind=kind, ok=ok)
+    return row
+
+
+def _ratio_row(name, num, den, med, best, target=None, per=1) -> Dict[str, Any]:
+    """A ratio-only row: ``num`` over ``den`` divided by ``per`` (images per call), ``>= target``."""
+    ratio = med[num] / (med[den] / per)
+    return {"name": name, "ms_per_iter": None, "ms_min": None, "ms_all": None, "ratio": ratio,
+            "ratio_min": best[num] / (best[den] / per), "target": target,
+            "target_kind": None if target is None else ">=",
+            "ok": None if target is None else ratio >= target}
+
+
 def bench_attacks(args) -> Dict[str, object]:
     w, h = (int(v) for v in args.size.lower().split("x"))
     torch.manual_seed(0)
@@ -175,27 +197,16 @@ def bench_attacks(args) -> Dict[str, object]:
           flush=True)
     times, med, best = _interleaved(measures, W, R)
     bare_name = {1: "bare fwd+bwd B=1 (channels_last)", 2: "bare fwd+bwd B=2 (channels_last)"}
-    rows = []
-    for name, sec in med.items():
-        row = {"name": name, "ms_per_iter": sec * 1e3, "ms_min": best[name] * 1e3,
-               "ms_all": [t * 1e3 for t in times[name]], "ratio": None, "ratio_min": None,
-               "target": None, "target_kind": None, "ok": None}
-        if name.startswith("attack"):
-            ref = bare_name[2 if "B=2" in name else 1]
-            row["ratio"] = sec / med[ref]
-            row["ratio_min"] = best[name] / best[ref]
-            row.update(target=TARGET_ATTACK_OVER_BARE, target_kind="<=",
-                       ok=row["ratio"] <= TARGET_ATTACK_OVER_BARE)
-        rows.append(row)
+    bare = {1: "bare fwd+bwd B=1 (channels_last)", 2: "bare fwd+bwd B=2 (channels_last)"}
+    rows = [_row(name, times, med, best,
+                 ref=bare[2 if "B=2" in name else 1] if name.startswith("attack") else None,
+                 target=TARGET_ATTACK_OVER_BARE if name.startswith("attack") else None)
+            for name in med]
     naive = "naive per-image loop (per image)"
-    for name, ours, per in (("naive / ours psnr B=1", "attack psnr B=1", 1),
-                            ("naive / ours mixed B=2 (per image)", "attack mixed [psnr, bpp] B=2",
-                             2)):
-        ratio = med[naive] / (med[ours] / per)
-        rows.append({"name": name, "ms_per_iter": None, "ms_min": None, "ratio": ratio,
-                     "ratio_min": best[naive] / (best[ours] / per),
-                     "target": TARGET_NAIVE_OVER_OURS, "target_kind": ">=",
-                     "ok": ratio >= TARGET_NAIVE_OVER_OURS})
+    rows += [_ratio_row("naive / ours psnr B=1", naive, "attack psnr B=1", med, best,
+                        TARGET_NAIVE_OVER_OURS),
+             _ratio_row("naive / ours mixed B=2 (per image)", naive,
+                        "attack mixed [psnr, bpp] B=2", med, best, TARGET_NAIVE_OVER_OURS, per=2)]
     return {"bench": "attacks", "model": args.model, "quality": args.quality,
             "size": f"{w}x{h}", "threads": torch.get_num_threads(), "repeats": R,
             "warmup": W, "iterations": K, "torch": torch.__version__, "rows": rows}
@@ -303,22 +314,12 @@ def bench_training(args) -> Dict[str, object]:
           f"{torch.get_num_threads()} threads; {W} warmup + {R} interleaved rounds; medians",
           flush=True)
     times, med, best = _interleaved(measures, W, R)
-    rows = []
-    for name, sec in med.items():
-        row = {"name": name, "ms_per_iter": sec * 1e3, "ms_min": best[name] * 1e3,
-               "ms_all": [t * 1e3 for t in times[name]], "ratio": None, "ratio_min": None,
-               "target": None, "target_kind": None, "ok": None}
-        if name.startswith("RD + smooth_loss"):
-            row["ratio"] = sec / med["RD step"]
-            row["ratio_min"] = best[name] / best["RD step"]
-            if "default" in name:
-                row.update(target=TARGET_SMOOTH_OVER_RD, target_kind="<=",
-                           ok=row["ratio"] <= TARGET_SMOOTH_OVER_RD)
-        rows.append(row)
-    seq, bat = "Stage II attacks, one after the other", "Stage II attacks, one batched call"
-    rows.append({"name": "sequential / batched attacks", "ms_per_iter": None, "ms_min": None,
-                 "ratio": med[seq] / med[bat], "ratio_min": best[seq] / best[bat],
-                 "target": None, "target_kind": None, "ok": None})
+    smooth = [n for n in med if n.startswith("RD + smooth_loss")]
+    rows = [_row(name, times, med, best, ref="RD step" if name in smooth else None,
+                 target=TARGET_SMOOTH_OVER_RD if "default" in name else None)
+            for name in med]
+    rows.append(_ratio_row("sequential / batched attacks", "Stage II attacks, one after the other",
+                           "Stage II attacks, one batched call", med, best))
 
     import multiprocessing as mp
     ctx = mp.get_context("spawn")

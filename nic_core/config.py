@@ -52,6 +52,8 @@ COMMON: Dict[str, Spec] = {
     "attack_iterations": (int, 20, _nonneg[0], "attack iterations at evaluation (0: clean only)"),
     "attack_lr": (float, 0.01, _pos[0], "attack step size (Adam lr)"),
     "attack_quant": (str, "ste", lambda v: v in ("ste", "noise"), "attack gradient path"),
+    "eval_attacks": (str, "psnr,bpp", lambda v: bool(attack_list(v)),
+                     "attacks of the evaluation (nic_core.attacks.ATTACKS, comma-separated)"),
     "progress": (bool, True, None, "show progress bars"),
 }
 
@@ -177,6 +179,25 @@ def load_params(path) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
     return data
+
+
+def cli_params(path: Optional[str], pairs) -> Dict[str, Any]:
+    """Parameters of a command line: a YAML file (``-f``), then ``-p NAME VALUE`` pairs (YAML
+    values, as papermill reads them), later ones winning."""
+    params = load_params(path) if path else {}
+    params.update({k: yaml.safe_load(v) for k, v in pairs})
+    return params
+
+
+def attack_list(spec: str) -> Tuple[str, ...]:
+    """Parse ``"psnr,bpp"`` into attack kinds; unknown kinds are a clear error."""
+    from .attacks import ATTACKS  # imported here: config stays importable on its own
+
+    kinds = tuple(k.strip() for k in spec.split(",") if k.strip())
+    bad = [k for k in kinds if k not in ATTACKS]
+    if bad:
+        raise ValueError(f"unknown attack(s) {bad}; choose from {ATTACKS}")
+    return kinds
 
 
 def smooth_terms(spec: str) -> Tuple[str, ...]:

@@ -220,13 +220,13 @@ def find_checkpoints(spec: str) -> Tuple[List[Path], List[str]]:
 
 
 def _label(path: Path, ckpt: Dict[str, Any]) -> str:
-    cfg = ckpt.get("config", {}) or {}
-    stage = ckpt.get("stage") or cfg.get("stage")
-    if stage == "pkdt":
-        return {"pkdt": "PKDT", "adv": "adv. training", "ma2023": "Ma2023"}.get(
-            cfg.get("method"), "Stage II")
-    return {"pretrain": "pretrained", "teacher": "teacher (Stage I)"}.get(stage,
-                                                                          path.parent.name)
+    """The run's model name (``runs.run_name``, as in its metrics.json), else the folder name."""
+    from .runs import RUN_NAMES, run_name
+
+    cfg = {**(ckpt.get("config") or {}), "stage": ckpt.get("stage")
+           or (ckpt.get("config") or {}).get("stage")}
+    name = run_name(cfg)
+    return name if name in RUN_NAMES.values() else path.parent.name
 
 
 def train_fallback(run_dir, steps: int = 100, data_root=None, progress: bool = True,
@@ -756,9 +756,7 @@ def main(argv=None) -> int:
     """
     import argparse
 
-    import yaml
-
-    from .config import load_params
+    from .config import cli_params
 
     ap = argparse.ArgumentParser(prog="python -m nic_core.explorer", description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -766,9 +764,7 @@ def main(argv=None) -> int:
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--out", required=True, help="PNG to write")
     args = ap.parse_args(argv)
-    params = load_params(args.params) if args.params else {}
-    params.update({k: yaml.safe_load(v) for k, v in args.p})
-    cfg = validate(params)
+    cfg = validate(cli_params(args.params, args.p))
     ex = setup(cfg)
     name = pick_image(ex, cfg["image"])
     if cfg["precompute"]:

@@ -19,8 +19,32 @@ from . import checkpoints, config, data
 from .models import build_model
 from .trainers import make_objective, resolve_device, seed_everything, train
 
-PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb",
-               "checkpoint": "the notebook of that stage"}
+PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb"}
+
+# the name of a run's model in results, tables and the explorer (one place)
+RUN_NAMES = {"pretrain": "pretrained", "teacher": "teacher (Stage I)", "pkdt": "Ours (PKDT)",
+             "adv": "adversarial training", "ma2023": "Ma2023"}
+# training-curve panels per stage / Stage II method
+CURVE_KEYS = {"pretrain": ("loss", "bpp_loss", "mse_loss"),
+              "teacher": ("loss", "smooth_loss", "bpp_loss", "mse_loss"),
+              "pkdt": ("loss", "d_loss", "r_loss", "smooth_loss"),
+              "adv": ("loss", "bpp_loss", "mse_loss"), "ma2023": ("loss", "bpp_loss", "mse_loss")}
+
+
+def _kind(cfg: Dict[str, Any]) -> str:
+    """``pretrain``, ``teacher``, or the Stage II method (``pkdt``, ``adv``, ``ma2023``)."""
+    stage = cfg.get("stage")
+    return cfg.get("method", "pkdt") if stage == "pkdt" else stage
+
+
+def run_name(cfg: Dict[str, Any]) -> str:
+    """The model's name for a run's (validated or checkpoint) config, e.g. ``Ours (PKDT)``."""
+    return RUN_NAMES.get(_kind(cfg), str(cfg.get("stage", "model")))
+
+
+def curve_keys(cfg: Dict[str, Any]) -> Tuple[str, ...]:
+    """The ``history.jsonl`` columns worth plotting for this run."""
+    return CURVE_KEYS.get(_kind(cfg), ("loss",))
 
 
 def setup(cfg: Dict[str, Any]) -> torch.device:
@@ -82,20 +106,29 @@ def test_images(cfg: Dict[str, Any]):
     return images, desc
 
 
-def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: str,
+def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str] = None,
                  out: Optional[Path] = None) -> Dict[str, Any]:
-    """Clean + psnr/bpp-attack evaluation written to ``<run_dir>/metrics.json``."""
+    """Clean + ``eval_attacks`` evaluation written to ``out`` (default ``<run_dir>/metrics.json``).
+
+    ``name`` defaults to :func:`run_name`.
+    """
     from . import evaluate
 
     images, desc = test_images(cfg)
-    attacks = ("psnr", "bpp") if cfg["attack_iterations"] > 0 else ()
+    attacks = config.attack_list(cfg["eval_attacks"]) if cfg["attack_iterations"] > 0 else ()
     results = evaluate.evaluate_robustness(
         model, images, attacks=attacks, eps=cfg["eps"], iterations=max(1, cfg["attack_iterations"]),
-        lr=cfg["attack_lr"], quant=cfg["attack_quant"], seed=cfg["seed"], name=name,
-        description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
-        progress=cfg["progress"])
+        lr=cfg["attack_lr"], quant=cfg["attack_quant"], seed=cfg["seed"],
+        name=name or run_name(cfg), description=f"{cfg.get('stage', '')} run {cfg['run_dir']}",
+        config=cfg, dataset=desc, progress=cfg["progress"])
     evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
     return results
+
+
+def with_predecessors(cfg: Dict[str, Any], results: Dict[str, Any]) -> list:
+    """``results`` after the evaluated runs it started from (pretrained, teacher), if comparable."""
+    rows = [metrics_beside(cfg[k]) for k in ("pretrained", "teacher") if cfg.get(k)]
+    return comparable([r for r in rows if r] + [results])
 
 
 EVAL_KEYS = ("eval_set", "eval_limit", "eval_crop", "eps", "attack_iterations", "attack_lr",
@@ -132,8 +165,8 @@ def main(argv=None) -> int:
 
     ``--eval-only CHECKPOINT``: no training; evaluate that checkpoint with the parameters' eval
     settings (e.g. ``-p eval_set div2k-valid -p attack_iterations 500``) into ``--out``
-    (default: ``metrics_<eval_set>.json`` beside the checkpoint), named ``--name``, else as in
-    the run's own ``metrics.json``, else after the checkpoint's stage.
+    (default: ``metrics_<eval_set>.json`` beside the checkpoint), named ``--name``, else after the
+    checkpoint's run (:func:`run_name`).
     """
     ap = argparse.ArgumentParser(description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,25 +176,23 @@ def main(argv=None) -> int:
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate this checkpoint only")
     ap.add_argument("--out", help="with --eval-only: results path")
-    ap.add_argument("--name", help="with --eval-only: the model's name in the results")
+    ap.add_argument("--name", help="with --eval-only: the model's name (default: the run's)")
     args = ap.parse_args(argv)
-    params = config.load_params(args.params) if args.params else {}
-    params.update({k: yaml.safe_load(v) for k, v in args.p})
-    cfg = config.validate(args.stage, params)
+    cfg = config.validate(args.stage, config.cli_params(args.params, args.p))
     if args.eval_only:
         device = setup(cfg)
-        model = load_required({"checkpoint": args.eval_only}, "checkpoint", device)
-        stage = checkpoints.load_checkpoint(args.eval_only).get("stage") or args.stage
+        ckpt = checkpoints.load_checkpoint(args.eval_only)
+        model = checkpoints.load_model(args.eval_only, device=device)
         run_dir = Path(args.eval_only).parent
+        run_cfg = {**ckpt.get("config", {}), "stage": ckpt.get("stage") or args.stage}
         out = Path(args.out or run_dir / f"metrics_{cfg['eval_set']}.json")
-        beside = metrics_beside(args.eval_only)  # keep the run's own name when it has one
-        name = args.name or (beside or {}).get("name") or stage
-        evaluate_run(model, {**cfg, "stage": stage, "run_dir": str(run_dir)}, name=name, out=out)
+        evaluate_run(model, {**cfg, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
+                     name=args.name or run_name(run_cfg), out=out)
         print(f"saved {out}")
         return 0
     model, _ = run_training(args.stage, cfg)
     if not args.no_eval:
-        evaluate_run(model, cfg, name=args.stage)
+        evaluate_run(model, cfg)
     return 0
 
 

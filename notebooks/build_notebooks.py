@@ -77,7 +77,7 @@ def pretrain() -> nbformat.NotebookNode:
             "paper's eq. 6 (psnr attack) and eq. 7 (bpp attack) with budget `eps` on the mean "
             "squared noise."),
         new_code_cell(
-            "results = runs.evaluate_run(model, {**cfg, 'stage': 'pretrain'}, name='pretrained')\n"
+            "results = runs.evaluate_run(model, cfg)\n"
             "print(results['dataset'])\n"
             "viz.table1([results])"),
     ])
@@ -101,13 +101,13 @@ def teacher() -> nbformat.NotebookNode:
             "from pathlib import Path\n"
             "from nic_core import runs, viz\n\n"
             "model, history = runs.run_training('teacher', cfg)\n"
-            "viz.plot_training_curve(history, keys=('loss', 'smooth_loss', 'bpp_loss', 'mse_loss'),\n"
+            "viz.plot_training_curve(history, keys=runs.curve_keys(cfg),\n"
             "                        path=Path(cfg['run_dir']) / 'training_curve.png',\n"
             "                        title='Stage I: RD_loss + alpha * smooth_loss');"),
         new_markdown_cell("## Teacher vs pretrained: clean and under attack"),
         new_code_cell(
-            "results = runs.evaluate_run(model, {**cfg, 'stage': 'teacher'}, name='teacher (Stage I)')\n"
-            "rows = runs.comparable([r for r in [runs.metrics_beside(cfg['pretrained'])] if r] + [results])\n"
+            "results = runs.evaluate_run(model, cfg)\n"
+            "rows = runs.with_predecessors(cfg, results)\n"
             "display(viz.table1(rows))\n"
             "viz.plot_attack_deltas(rows);"),
     ])
@@ -131,19 +131,16 @@ def pkdt() -> nbformat.NotebookNode:
             "from pathlib import Path\n"
             "from nic_core import runs, viz\n\n"
             "model, history = runs.run_training('pkdt', cfg)\n"
-            "keys = ('loss', 'd_loss', 'r_loss', 'smooth_loss') if cfg['method'] == 'pkdt' \\\n"
-            "    else ('loss', 'bpp_loss', 'mse_loss')\n"
-            "viz.plot_training_curve(history, keys=keys, path=Path(cfg['run_dir']) / 'training_curve.png',\n"
+            "viz.plot_training_curve(history, keys=runs.curve_keys(cfg),\n"
+            "                        path=Path(cfg['run_dir']) / 'training_curve.png',\n"
             "                        title=f\"Stage II ({cfg['method']})\");"),
         new_markdown_cell(
             "## Table 1: pretrained vs teacher vs Stage II\n\n"
             "Read from each run's `metrics.json`; rows evaluated with other settings are "
             "left out (and said so)."),
         new_code_cell(
-            "name = {'pkdt': 'Ours (PKDT)', 'adv': 'adversarial training', 'ma2023': 'Ma2023'}[cfg['method']]\n"
-            "results = runs.evaluate_run(model, {**cfg, 'stage': 'pkdt'}, name=name)\n"
-            "rows = [runs.metrics_beside(cfg[k]) for k in ('pretrained', 'teacher')]\n"
-            "rows = runs.comparable([r for r in rows if r] + [results])\n"
+            "results = runs.evaluate_run(model, cfg)\n"
+            "rows = runs.with_predecessors(cfg, results)\n"
             "display(viz.table1(rows))\n"
             "viz.plot_rd(rows)\n"
             "viz.plot_attack_deltas(rows);"),

@@ -277,3 +277,27 @@ def test_bench_attacks_runs_and_reports_ratios(tmp_path, capsys):
     assert naive["ratio"] == pytest.approx(
         rows["naive per-image loop (per image)"]["ms_per_iter"] / psnr_row["ms_per_iter"])
     assert "naive / ours" in capsys.readouterr().out
+
+
+def test_bench_training_runs_and_reports_ratios(tmp_path):
+    from nic_core import bench
+    import json
+    path = tmp_path / "t.json"
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["training", "--patch", "64", "--batch", "1", "--quality", "1",
+                           "--repeats", "1", "--warmup", "0", "--iterations", "1",
+                           "--threads", "1", "--json", str(path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads(path.read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    rd = rows["RD step"]["ms_per_iter"]
+    fused = rows["RD + smooth_loss (fused, default)"]
+    assert fused["ratio"] == pytest.approx(fused["ms_per_iter"] / rd)
+    assert fused["target"] == bench.TARGET_SMOOTH_OVER_RD and fused["ok"] == (fused["ratio"] <= 2)
+    assert rows["RD + smooth_loss (exact)"]["target"] is None
+    seq = rows["sequential / batched attacks"]
+    assert seq["ratio"] == pytest.approx(rows["Stage II attacks, one after the other"]["ms_per_iter"]
+                                         / rows["Stage II attacks, one batched call"]["ms_per_iter"])
+    assert res["stage2_peak_memory_mib"] > 0

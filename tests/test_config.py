@@ -58,3 +58,23 @@ def test_smooth_terms():
     assert config.smooth_terms("") == ()
     with pytest.raises(ValueError):
         config.smooth_terms("bpp,z")
+
+
+def test_eval_attacks_and_cli_params(tmp_path):
+    assert config.attack_list("psnr, bpp,ma2023") == ("psnr", "bpp", "ma2023")
+    with pytest.raises(ValueError, match="unknown attack"):
+        config.validate("pretrain", {"eval_attacks": "psnr,bppp"})
+    f = tmp_path / "p.yaml"
+    f.write_text("eps: 0.001\nbudget: 10\n")
+    params = config.cli_params(str(f), [("budget", "20"), ("alpha", "1")])
+    assert params == {"eps": 0.001, "budget": 20, "alpha": 1}
+
+
+def test_run_names_are_one_table():
+    from nic_core import runs
+    names = [runs.run_name(config.defaults("pretrain")), runs.run_name(config.defaults("teacher"))]
+    names += [runs.run_name(config.defaults("pkdt", method=m)) for m in ("pkdt", "adv", "ma2023")]
+    assert names == ["pretrained", "teacher (Stage I)", "Ours (PKDT)", "adversarial training",
+                     "Ma2023"]
+    assert runs.curve_keys(config.defaults("pkdt"))[1:] == ("d_loss", "r_loss", "smooth_loss")
+    assert runs.curve_keys(config.defaults("pkdt", method="adv"))[1:] == ("bpp_loss", "mse_loss")
