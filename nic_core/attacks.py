@@ -37,29 +37,30 @@ decoded image is clamped to [0, 1] like a real decoder, with a clamp whose gradi
 passes where it points back into range (as the ``Low_bound``/``Up_bound`` ops of Chen & Ma).
 
 Gradient path (``quant``). CompressAI's eval-mode rounding has zero gradient, so attacks need
-a proxy: ``"noise"`` (additive uniform noise, the training-mode proxy through which Chen & Ma
-train their noise) or ``"ste"`` (the real rounding in the forward pass, identity gradient).
-Measured on the CPU-reproduction pretrained model (hyper N=64/M=96, README), the first four
-Kodak images as 256x256 centre crops, eps=5e-4, 60 iterations, lr 1e-2, everything judged on real
-bitstreams; ``results/cpu/01_pretrain/metrics_quant_{ste,noise}.json``, made by::
+a proxy: ``"ste"`` (the real rounding in the forward pass, identity gradient; the default, it
+attacks the very rounding path ``compress()`` uses and is deterministic) or ``"noise"``
+(additive uniform noise, the training-mode proxy through which Chen & Ma train their noise).
+Which path is stronger depends on the model; a trustworthy evaluation tries both
+(``nic_core.evaluate``, worst case over an ensemble). Measured comparisons live in ``results/``.
 
-    python -m nic_core.runs pretrain -f params/cpu/01_pretrain.yaml -p eval_limit 4 \
-      -p attack_iterations 60 -p eval_attacks psnr,bpp,ma2023 -p attack_quant ste \
-      --eval-only runs/cpu/01_pretrain/checkpoint.pt --out .../metrics_quant_ste.json
+Strongest iterate, not last (Carlini et al. 2019, "On evaluating adversarial robustness";
+Croce & Hein 2020, APGD). By default (``keep_best=True``) every sample keeps the in-budget
+input with the worst outcome met during the loop, judged on the *rounded* codec (the
+``ste`` forward is the rounded forward, so this is free; the ``noise`` path checks the
+projected iterate with a rounded forward every ``check_every`` steps):
 
-=========  ===============================  ===============================
-attack     ``"ste"``                        ``"noise"``
-=========  ===============================  ===============================
-psnr       -2.99 dB, bpp x1.000             -3.22 dB, bpp x0.906
-bpp        bpp x1.352, -0.79 dB             bpp x1.343, -0.56 dB
-ma2023     -2.13 dB, bpp x1.058             -2.69 dB, bpp x1.116
-=========  ===============================  ===============================
+* psnr-side kinds (psnr, pgd-psnr, pgd-l2-psnr, fgsm-psnr, ma2023): lowest PSNR against ``x``;
+  for the eq.-6 family only iterates that hold the rate, ``|bpp / bpp_clean - 1| <= rate_tol``
+  (default 5 %), qualify (eq. 6 attacks quality at an unchanged rate; Chen & Ma do not hold it);
+* bpp-side kinds: highest rate among iterates whose PSNR drop is at most ``psnr_tol`` dB
+  (default 1 dB: Gaussian noise of the paper's largest budget alone costs ~0.5-1 dB).
 
-The noise proxy is a little stronger on distortion, but only ``"ste"`` holds the rate as eq. 6
-demands (per image x0.99-1.01 against x0.73-0.98: the noise proxy's rate is not the rate of the
-rounded latents, so ``bpp_error`` is enforced on the wrong quantity); the bpp attacks are on a
-par. ``"ste"`` attacks the very rounding path ``compress()`` uses and is deterministic, so a
-mixed batch reproduces separate calls; it is the default.
+When no iterate qualifies the best unqualified one is kept and ``held`` says so. The final
+iterate competes too, so the result is never worse than the last step. A ``cosine`` schedule
+(default) decays Adam's learning rate and PGD's step to zero, so the noise settles on the
+budget instead of swinging across it (``budget_use`` = noise MSE / eps is returned).
+``restarts=R`` runs R starts as samples of one batch (restart 0: the kind's own start; the
+others: uniform noise of half the budget, seeds ``seed + r``) and keeps the best per image.
 
 Speed: one batched loop for every kind; the clean reconstruction and rate are computed once
 without gradients; gradients are taken w.r.t. the noise only (parameters temporarily frozen,
@@ -73,7 +74,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -81,7 +82,7 @@ from tqdm.auto import tqdm
 from .metrics import mse_per_sample, psnr
 from .models import codec_forward
 
-__all__ = ["ATTACKS", "DEFAULT_LR", "attack", "psnr_attack", "bpp_attack",
+__all__ = ["ATTACKS", "DEFAULT_LR", "attack", "parse_spec", "side", "psnr_attack", "bpp_attack",
            "ma2023_attack", "pgd_attack", "fgsm_attack", "random_noise_attack"]
 
 # kind -> (family, objective)
@@ -103,6 +104,7 @@ DEFAULT_LR = 1e-2  # Adam step (pixel units) of the psnr / bpp / ma2023 attacks
 PGD_STEP_FACTOR = 2.5  # PGD step = 2.5 * radius / iterations (Madry et al. 2017)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+SCHEDULES = ("cosine", "constant", "plateau")
 _SAFETY = 1.0 - 1e-5  # project to eps * _SAFETY so a float32 recomputation stays <= eps
 _INIT_SCALE = 1e-5  # Chen & Ma start from uniform(-1e-5, 1e-5) noise
 
@@ -120,6 +122,43 @@ class _ClampPassInward(torch.autograd.Function):
         (t,) = ctx.saved_tensors
         keep = ((t >= 0) | (g < 0)) & ((t <= 1) | (g > 0))
         return g * keep
+
+
+def side(kind: str) -> Optional[str]:
+    """``"psnr"`` for attacks on quality (eq. 6, PGD/FGSM on it, ma2023), ``"bpp"`` for attacks
+    on the rate (eq. 7 and its PGD/FGSM versions), ``None`` for random noise."""
+    obj = _SPECS[kind][1]
+    return {"psnr": "psnr", "ma2023": "psnr", "bpp": "bpp"}.get(obj)
+
+
+def parse_spec(spec: str, quant: str = "ste", iterations: Optional[int] = None,
+               schedule: Optional[str] = None) -> Tuple[str, str, Optional[int], Optional[str]]:
+    """``"kind[@quant][:iterations][/schedule]"`` -> ``(kind, quant, iterations, schedule)``.
+
+    E.g. ``"psnr@noise:400"``, ``"psnr/constant"``. The evaluation names attacks this way
+    (``eval_attacks: psnr:400,bpp:200``, the paper's N_p = 400, N_b = 200); missing parts take
+    the given defaults. Bad specs are clear errors.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"attack spec must be a non-empty string, got {spec!r}")
+    rest, _, sch = spec.strip().partition("/")
+    body, _, it = rest.partition(":")
+    kind, _, q = body.partition("@")
+    kind, q, sch = kind.strip(), (q.strip() or quant), (sch.strip() or schedule)
+    if kind not in _SPECS:
+        raise ValueError(f"unknown attack kind {kind!r} in {spec!r}; choose one of {ATTACKS}")
+    if q not in ("ste", "noise"):
+        raise ValueError(f"gradient path {q!r} in {spec!r} must be 'ste' or 'noise'")
+    if sch is not None and sch not in SCHEDULES:
+        raise ValueError(f"schedule {sch!r} in {spec!r} must be one of {SCHEDULES}")
+    if it.strip():
+        try:
+            iterations = int(it)
+        except ValueError:
+            raise ValueError(f"iterations {it!r} in {spec!r} must be an integer") from None
+        if iterations < 1:
+            raise ValueError(f"iterations in {spec!r} must be >= 1")
+    return kind, q, iterations, sch
 
 
 def _as_list(value, n: int, what: str) -> list:
@@ -271,32 +310,65 @@ def _random_noise(x, eps, seed, linf=None):
     return torch.stack(out)
 
 
-def _init_noise(x, families, objectives, seed, radius, linf):
+def _init_noise(x, families, objectives, seeds, starts, radius, linf, eps):
     """Per-sample start noise.
 
-    Tiny uniform noise (psnr, bpp, pgd-l2; Chen & Ma's start), uniform in the L-inf ball
-    (pgd-linf, Madry's random start; also ma2023), zero (fgsm, noise). ma2023 needs a real
-    start: its loss ``||x_hat - x_hat*||^2`` is at its stationary point (zero gradient) for
-    ``x* = x``, and tiny noise changes no rounding. Each sample draws from its own generator
-    seeded with ``seed``, so a sample gets the same start in a mixed batch as alone.
+    Restart 0 (``starts[b] == 0``) is the kind's own start: tiny uniform noise (psnr, bpp,
+    pgd-l2; Chen & Ma's start), uniform in the L-inf ball (pgd-linf, Madry's random start; also
+    ma2023), zero (fgsm, noise). ma2023 needs a real start: its loss ``||x_hat - x_hat*||^2``
+    is at its stationary point (zero gradient) for ``x* = x``, and tiny noise changes no
+    rounding. Later restarts start from uniform noise of half the budget's MSE. Each sample
+    draws from its own generator seeded with ``seeds[b]``, so a sample gets the same start in a
+    mixed batch as alone.
     """
     n = torch.zeros_like(x)
     for b, (fam, obj) in enumerate(zip(families, objectives)):
-        if fam in ("fgsm", "noise"):
+        if fam == "noise" or (fam == "fgsm" and starts[b] == 0):
             continue
-        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        g = torch.Generator(device="cpu").manual_seed(int(seeds[b]))
         u = torch.rand(x[b].shape, generator=g).to(x.device, x.dtype) * 2 - 1
-        wide = fam == "pgd-linf" or obj == "ma2023"
-        n[b] = u * (radius[b] if wide else _INIT_SCALE)
+        if starts[b] > 0:
+            scale = math.sqrt(1.5 * eps)  # var of U(-a, a) is a^2 / 3: MSE eps / 2
+        elif fam == "pgd-linf" or obj == "ma2023":
+            scale = radius[b]
+        else:
+            scale = _INIT_SCALE
+        n[b] = u * scale
     if linf is not None:
         n = n.clamp(-linf, linf)
     return (x + n).clamp(0, 1) - x
 
 
+def _outcome(objectives, d, bpp, d0, bpp0, rate_tol, psnr_tol):
+    """The attacker's score per sample (higher = worse for the codec) and whether it *held*
+    the other quantity as eq. 6 / eq. 7 demand. ``d``: distortion against the original."""
+    ratio_d = d / d0.clamp_min(1e-12)
+    ratio_b = bpp / bpp0.clamp_min(1e-9)
+    score = torch.zeros_like(d)
+    held = torch.ones_like(d, dtype=torch.bool)
+    for obj, sel in objectives.items():
+        if obj == "bpp":
+            score = torch.where(sel, ratio_b, score)
+            held = torch.where(sel, ratio_d <= 10 ** (psnr_tol / 10), held)
+        elif obj in ("psnr", "ma2023"):
+            score = torch.where(sel, ratio_d, score)
+            if obj == "psnr":
+                held = torch.where(sel, (ratio_b - 1).abs() <= rate_tol, held)
+    return score, held
+
+
+def _better(score, held, best_score, best_held):
+    """Held beats not held; then the higher score."""
+    return (held & ~best_held) | ((held == best_held) & (score > best_score))
+
+
 def attack(model: torch.nn.Module, x: torch.Tensor, kind: Union[str, Sequence[str]] = "psnr",
            eps: float = 5e-4, iterations: Union[int, Sequence[int]] = 100,
            lr: Optional[float] = None, quant: str = "ste", seed: int = 0, to_uint8: bool = False,
-           linf: Optional[float] = None, progress: bool = False) -> Dict[str, object]:
+           linf: Optional[float] = None, progress: bool = False,
+           schedule: str = "cosine", keep_best: bool = True, restarts: int = 1,
+           rate_tol: float = 0.05, psnr_tol: float = 1.0, check_every: int = 5,
+           pgd_step: Optional[float] = None) -> Dict[str, object]:
     """Attack a batch, each sample with its own kind and number of iterations, in one loop.
 
     Implements the psnr attack (eq. 6) and bpp attack (eq. 7) of arXiv 2403.06700 sec. 2.3, the
@@ -314,27 +386,39 @@ def attack(model: torch.nn.Module, x: torch.Tensor, kind: Union[str, Sequence[st
         eps: budget on the per-pixel mean squared noise of each sample (paper: 5e-4, 1e-3).
         iterations: number of steps, or a list with one per sample (FGSM always takes one
             step, ``"noise"`` none).
-        lr: step size. Adam's learning rate for psnr/bpp/ma2023 (default :data:`DEFAULT_LR`);
-            the per-step L-inf step (pgd) or RMS step (pgd-l2) for PGD (default
-            ``2.5 * radius / iterations``). Ignored by fgsm and noise.
+        lr: Adam's learning rate (pixel units) of psnr / bpp / ma2023 (default
+            :data:`DEFAULT_LR`); ignored by the other kinds.
         quant: gradient path, ``"ste"`` (default) or ``"noise"`` (see module docstring).
         seed: seeds the start noise (per sample), the ``"noise"`` proxy and the random noise.
         to_uint8: round ``x_adv`` to 8 bits like a saved attack image (budget still holds).
         linf: optional per-pixel cap on ``|x_adv - x|``.
         progress: show a tqdm progress bar over iterations.
+        schedule: ``"cosine"`` (step decays to 0 over the iterations) or ``"constant"``.
+        keep_best: return each sample's strongest in-budget iterate (module docstring);
+            ``False`` returns the last one (projected), as before.
+        restarts: number of starts per sample, best kept (1: no restarts).
+        rate_tol, psnr_tol: what "held" means (relative rate change of psnr-side attacks, PSNR
+            drop in dB of bpp-side attacks) when choosing the strongest iterate.
+        check_every: with ``quant="noise"``, judge the iterate on the rounded codec every this
+            many steps (and after the last).
+        pgd_step: PGD's step, the L-inf step (pgd) or RMS step (pgd-l2) (default
+            ``2.5 * radius / iterations``, Madry et al.).
 
     Returns:
         dict with ``x_adv`` [B,3,H,W] (in [0,1], ``noise_mse <= eps``), ``noise_mse`` [B]
-        (float64, achieved), ``loss`` [B] (last attack loss; NaN for ``"noise"``), ``kind``
-        and ``iterations`` (lists, iterations actually run), ``seconds`` (whole call),
-        ``loop_seconds`` (the iteration loop alone), and from one final
-        rounding forward ``bpp`` / ``psnr`` [B] of the attacked samples and ``bpp_clean`` /
+        (float64, achieved) and ``budget_use`` (= noise_mse / eps), ``loss`` [B] (last attack
+        loss; NaN for ``"noise"``), ``kind`` and ``iterations`` (lists, iterations actually
+        run), ``held`` [B] bool, ``best_iteration`` [B] (step of the kept iterate; the number of
+        iterations when the final one won), ``restart`` [B] (which start won), ``seconds``
+        (whole call), ``loop_seconds`` (the iteration loop alone), and from the rounding
+        forward ``bpp`` / ``psnr`` [B] of the attacked samples and ``bpp_clean`` /
         ``psnr_clean`` [B] of the clean ones (estimated bpp; PSNR against the clean ``x``).
 
     Raises:
         ValueError: bad ``x``, ``eps <= 0``, ``iterations < 1``, ``lr <= 0``, unknown kind,
-            a per-sample list of the wrong length, ``quant="round"`` (zero gradient), or
-            ``to_uint8`` with an eps below the 8-bit rounding error of ``x``.
+            a per-sample list of the wrong length, ``quant="round"`` (zero gradient), an
+            unknown schedule, ``restarts < 1``, or ``to_uint8`` with an eps below the 8-bit
+            rounding error of ``x``.
     """
     t_start = time.perf_counter()
     _check_input(x)
@@ -347,11 +431,19 @@ def attack(model: torch.nn.Module, x: torch.Tensor, kind: Union[str, Sequence[st
     eps = _positive(eps, "eps")
     if lr is not None:
         lr = _positive(lr, "lr")
+    if pgd_step is not None:
+        pgd_step = _positive(pgd_step, "pgd_step")
     if linf is not None:
         linf = _positive(linf, "linf")
     if quant not in ("ste", "noise"):
         raise ValueError(f"quant must be 'ste' or 'noise' (rounding has zero gradient), "
                          f"got {quant!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for name, v in (("restarts", restarts), ("check_every", check_every)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    rate_tol, psnr_tol = _positive(rate_tol, "rate_tol"), _positive(psnr_tol, "psnr_tol")
     if to_uint8:
         r8 = mse_per_sample(torch.round(x * 255) / 255, x).double()
         if bool((r8 > eps * _SAFETY).any()):
@@ -359,75 +451,50 @@ def attack(model: torch.nn.Module, x: torch.Tensor, kind: Union[str, Sequence[st
                              f"({float(r8.max()):.3g}); use to_uint8=False or 8-bit images")
 
     families = [_SPECS[k][0] for k in kinds]
-    objectives = [_SPECS[k][1] for k in kinds]
     iters = [0 if f == "noise" else 1 if f == "fgsm" else i for f, i in zip(families, iters)]
-    dev, dt = x.device, x.dtype
-    x = x.detach().contiguous(memory_format=torch.channels_last)
-    numel = x[0].numel()
-    radius_linf = min(math.sqrt(eps), linf) if linf is not None else math.sqrt(eps)
-    radius = [radius_linf if f in ("pgd-linf", "fgsm") else math.sqrt(eps) for f in families]
-    steps = []
-    for f, it, r in zip(families, iters, radius):
-        if f == "adam":
-            steps.append(lr if lr is not None else DEFAULT_LR)
-        elif f == "fgsm":
-            steps.append(r)
-        elif f.startswith("pgd"):
-            steps.append(lr if lr is not None else PGD_STEP_FACTOR * r / max(it, 1))
-        else:
-            steps.append(0.0)
-
-    loss_out = torch.full((B,), float("nan"), dtype=dt, device=dev)
+    # restarts are samples of one batch: index r * B + b
+    R = restarts
+    xr = x.detach().repeat(R, 1, 1, 1) if R > 1 else x.detach()
+    loop = _Loop(model, xr, kinds * R, iters * R, [s for s in range(R) for _ in range(B)],
+                 [seed + r for r in range(R) for _ in range(B)], eps=eps, lr=lr,
+                 pgd_step=pgd_step, quant=quant,
+                 seed=seed, linf=linf, schedule=schedule, keep_best=keep_best,
+                 rate_tol=rate_tol, psnr_tol=psnr_tol, check_every=check_every)
     with _attack_mode(model):
-        with torch.no_grad():
-            clean = codec_forward(model, x, quant="round")
-            x_hat0 = clean["x_hat"].clamp(0, 1)
-            bpp0 = clean["bpp"].detach()
-            d0 = mse_per_sample(x, x_hat0)
-        n_final = _init_noise(x, families, objectives, seed, radius, linf)
-        gen = None
-        if quant == "noise":
-            gen = torch.Generator(device=dev).manual_seed(int(seed))
-        active = [b for b in range(B) if iters[b] > 0]
-        max_it = max(iters) if active else 0
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        t_loop = time.perf_counter()
-        if active:
-            loss_out[active] = _optimise(
-                model, x, n_final, active, families, objectives, iters, steps, radius, eps, linf,
-                quant, gen, x_hat0, bpp0, d0, numel, max_it, progress)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        loop_seconds = time.perf_counter() - t_loop
-        noise_idx = [b for b in range(B) if families[b] == "noise"]
-        if noise_idx:
-            n_final[noise_idx] = _random_noise(x[noise_idx], eps, seed, linf).to(
-                memory_format=torch.channels_last)
-        x_adv = _project_budget(x, n_final, eps, linf)
-        if to_uint8:
-            x_adv = _to_uint8(x, x_adv, eps)
-        with torch.no_grad():
-            final = codec_forward(model, x_adv, quant="round")
-    x_adv = x_adv.contiguous()
+        res = loop.run(progress, to_uint8)
+    pick = torch.arange(B, device=x.device)
+    if R > 1:  # best restart per image
+        score = res["score"].view(R, B)
+        held = res["held"].view(R, B)
+        win = torch.zeros(B, dtype=torch.long, device=x.device)
+        for r in range(1, R):
+            better = _better(score[r], held[r], score[win, pick], held[win, pick])
+            win = torch.where(better, torch.full_like(win, r), win)
+        pick = win * B + pick
+    x_adv = res["x_adv"][pick].contiguous()
     noise_mse = (x_adv.double() - x.double()).pow(2).flatten(1).mean(1)
     return {
         "x_adv": x_adv,
         "noise_mse": noise_mse,
-        "loss": loss_out,
+        "budget_use": noise_mse / eps,
+        "loss": res["loss"][pick],
         "kind": kinds,
         "iterations": iters,
+        "held": res["held"][pick],
+        "best_iteration": res["best_iteration"][pick],
+        "restart": (pick // B).tolist(),
         "seconds": time.perf_counter() - t_start,
-        "loop_seconds": loop_seconds,
-        "bpp": final["bpp"].detach(),
-        "psnr": psnr(x, final["x_hat"].detach()),
-        "bpp_clean": bpp0,
-        "psnr_clean": psnr(x, x_hat0),
+        "loop_seconds": res["loop_seconds"],
+        "bpp": res["bpp"][pick],
+        "psnr": res["psnr"][pick],
+        "bpp_clean": res["bpp_clean"][:B],
+        "psnr_clean": res["psnr_clean"][:B],
     }
 
 
 def _loss(out, x, n, eps, x_hat0, bpp0, d0, masks):
-    """Per-sample attack loss [B] (normalised eq. 6 / eq. 7 / Chen & Ma / PGD objectives)."""
+    """Per-sample attack loss [B] (normalised eq. 6 / eq. 7 / Chen & Ma / PGD objectives), and
+    the (detached) distortion against ``x`` and rate of this forward."""
     x_hat = _ClampPassInward.apply(out["x_hat"])
     bpp = out["bpp"]
     d = mse_per_sample(x, x_hat)
@@ -454,105 +521,239 @@ def _loss(out, x, n, eps, x_hat0, bpp0, d0, masks):
     if masks["ma2023"] is not None:
         d_ref = mse_per_sample(x_hat0, x_hat)  # distortion w.r.t. the clean reconstruction
         loss = torch.where(masks["ma2023"], torch.where(over, noise_term, 1.0 - d_ref / d0), loss)
-    return loss
+    return loss, d.detach(), bpp.detach()
 
 
-def _optimise(model, x_all, n_all, active, families, objectives, iters, steps, radius, eps,
-              linf, quant, gen, x_hat0_all, bpp0_all, d0_all, numel, max_it, progress):
-    """The attack loop over the ``active`` samples; writes their noise into ``n_all``."""
-    dev = x_all.device
-    loss_final = torch.full((len(active),), float("nan"), dtype=x_all.dtype, device=dev)
-    pos = list(active)  # original indices of the working batch, in order
+class _Loop:
+    """State of one batched attack: settings per sample, the working batch, Adam moments and
+    the strongest iterate so far. :meth:`run` does the whole attack (model in attack mode)."""
 
-    def gather(idx):
+    def __init__(self, model, x, kinds, iters, starts, seeds, *, eps, lr, pgd_step, quant, seed,
+                 linf, schedule, keep_best, rate_tol, psnr_tol, check_every):
+        self.model, self.eps, self.quant, self.linf = model, eps, quant, linf
+        self.schedule, self.keep_best = schedule, keep_best
+        self.rate_tol, self.psnr_tol, self.check_every = rate_tol, psnr_tol, check_every
+        self.x = x.contiguous(memory_format=torch.channels_last)
+        self.iters, self.starts, self.seeds = iters, starts, seeds
+        self.families = [_SPECS[k][0] for k in kinds]
+        self.objectives = [_SPECS[k][1] for k in kinds]
+        self.numel = x[0].numel()
+        r_linf = min(math.sqrt(eps), linf) if linf is not None else math.sqrt(eps)
+        self.radius = [r_linf if f in ("pgd-linf", "fgsm") else math.sqrt(eps)
+                       for f in self.families]
+        self.steps = []
+        for f, it, r in zip(self.families, iters, self.radius):
+            if f == "adam":
+                self.steps.append(lr if lr is not None else DEFAULT_LR)
+            elif f == "fgsm":
+                self.steps.append(r)
+            elif f.startswith("pgd"):
+                self.steps.append(pgd_step if pgd_step is not None
+                                  else PGD_STEP_FACTOR * r / max(it, 1))
+            else:
+                self.steps.append(0.0)
+        self.gen = (torch.Generator(device=x.device).manual_seed(int(seed))
+                    if quant == "noise" else None)
+
+    # -- helpers over the whole batch -------------------------------------------------------
+    def _objective_masks(self, idx):
+        dev = self.x.device
+        objs = {}
+        for o in ("psnr", "bpp", "ma2023"):
+            m = torch.tensor([self.objectives[b] == o for b in idx], device=dev)
+            if bool(m.any()):
+                objs[o] = m
+        return objs
+
+    def _judge(self, x, n, idx, to_uint8=False):
+        """Project ``x + n`` on the budget (and the 8-bit grid), round-forward it, score it."""
+        x_adv = _project_budget(x, n, self.eps, self.linf)
+        if to_uint8:
+            x_adv = _to_uint8(x, x_adv, self.eps)
+        with torch.no_grad():
+            out = codec_forward(self.model, x_adv, quant="round")
+        d = mse_per_sample(x, out["x_hat"].clamp(0, 1))
+        t = torch.tensor(idx, device=x.device)
+        score, held = _outcome(self._objective_masks(idx), d, out["bpp"].detach(),
+                               self.d0.index_select(0, t), self.bpp0.index_select(0, t),
+                               self.rate_tol, self.psnr_tol)
+        return {"x_adv": x_adv, "score": score, "held": held, "bpp": out["bpp"].detach(),
+                "d": d, "psnr": psnr(x, out["x_hat"].detach())}
+
+    def run(self, progress: bool, to_uint8: bool) -> Dict[str, object]:
+        x, B, dev = self.x, self.x.shape[0], self.x.device
+        with torch.no_grad():
+            clean = codec_forward(self.model, x, quant="round")
+            self.x_hat0 = clean["x_hat"].clamp(0, 1)
+            self.bpp0 = clean["bpp"].detach()
+            self.d0 = mse_per_sample(x, self.x_hat0)
+        n = _init_noise(x, self.families, self.objectives, self.seeds, self.starts, self.radius,
+                        self.linf, self.eps).contiguous(memory_format=torch.channels_last)
+        self.n_all = n.clone()
+        self.best_all = n.clone()
+        self.best_score = torch.full((B,), -math.inf, dtype=x.dtype, device=dev)
+        self.best_held = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.best_it = torch.full((B,), -1, dtype=torch.long, device=dev)
+        self.loss_all = torch.full((B,), float("nan"), dtype=x.dtype, device=dev)
+        active = [b for b in range(B) if self.iters[b] > 0]
+        if x.is_cuda:
+            torch.cuda.synchronize(dev)
+        t_loop = time.perf_counter()
+        if active:
+            self._optimise(active, progress)
+        if x.is_cuda:
+            torch.cuda.synchronize(dev)
+        loop_seconds = time.perf_counter() - t_loop
+        noise_idx = [b for b in range(B) if self.families[b] == "noise"]
+        if noise_idx:
+            self.n_all[noise_idx] = torch.cat([_random_noise(
+                x[b:b + 1], self.eps, self.seeds[b], self.linf) for b in noise_idx]).to(
+                memory_format=torch.channels_last)
+        idx = list(range(B))
+        final = self._judge(x, self.n_all, idx, to_uint8)
+        final_it = torch.tensor(self.iters, device=dev)
+        if self.keep_best and active:
+            best = self._judge(x, self.best_all, idx, to_uint8)
+            use = _better(best["score"], best["held"], final["score"], final["held"])
+            use &= torch.tensor([b in active for b in idx], device=dev)
+            for k in ("score", "held", "bpp", "psnr"):
+                final[k] = torch.where(use, best[k], final[k])
+            final["x_adv"] = torch.where(_bview(use), best["x_adv"], final["x_adv"])
+            final_it = torch.where(use, self.best_it, final_it)
+        return {**final, "loss": self.loss_all, "best_iteration": final_it,
+                "loop_seconds": loop_seconds, "bpp_clean": self.bpp0,
+                "psnr_clean": psnr(x, self.x_hat0)}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _gather(self, idx):
+        """Per-sample constants of the working batch ``idx``."""
+        dev, dt = self.x.device, self.x.dtype
         t = torch.tensor(idx, device=dev)
-        sel = lambda a: a.index_select(0, t)  # noqa: E731
-        w = {"x": sel(x_all), "x_hat0": sel(x_hat0_all), "bpp0": sel(bpp0_all),
-             "d0": sel(d0_all)}
-        fam = [families[b] for b in idx]
-        obj = [objectives[b] for b in idx]
+        fam = [self.families[b] for b in idx]
+        obj = [self.objectives[b] for b in idx]
 
         def mask(cond):
             m = torch.tensor([cond(f, o) for f, o in zip(fam, obj)], device=dev)
             return m if bool(m.any()) else None
 
-        w["masks"] = {
-            "adam": mask(lambda f, o: f == "adam"),
-            "psnr": mask(lambda f, o: o == "psnr"),
-            "bpp": mask(lambda f, o: o == "bpp"),
-            "ma2023": mask(lambda f, o: o == "ma2023"),
+        return {
+            "t": t, "x": self.x.index_select(0, t), "x_hat0": self.x_hat0.index_select(0, t),
+            "bpp0": self.bpp0.index_select(0, t), "d0": self.d0.index_select(0, t),
+            "masks": {"adam": mask(lambda f, o: f == "adam"),
+                      "psnr": mask(lambda f, o: o == "psnr"),
+                      "bpp": mask(lambda f, o: o == "bpp"),
+                      "ma2023": mask(lambda f, o: o == "ma2023")},
+            "objectives": self._objective_masks(idx),
+            "fam": {f: _bview(torch.tensor([g == f for g in fam], device=dev)) for f in set(fam)},
+            "step": _bview(torch.tensor([self.steps[b] for b in idx], dtype=dt, device=dev)),
+            "radius": _bview(torch.tensor([self.radius[b] for b in idx], dtype=dt, device=dev)),
+            "iters": torch.tensor([self.iters[b] for b in idx], dtype=dt, device=dev),
         }
-        w["fam"] = {f: _bview(torch.tensor([g == f for g in fam], device=dev))
-                    for f in set(fam)}
-        w["step"] = _bview(torch.tensor([steps[b] for b in idx], dtype=x_all.dtype, device=dev))
-        w["radius"] = _bview(torch.tensor([radius[b] for b in idx], dtype=x_all.dtype,
-                                          device=dev))
-        return w
 
-    w = gather(pos)
-    n = n_all.index_select(0, torch.tensor(pos, device=dev)).contiguous(
-        memory_format=torch.channels_last)
-    m = torch.zeros_like(n)
-    v = torch.zeros_like(n)
-    b1, b2 = ADAM_BETAS
-    weight = float(numel)
-    bar = tqdm(total=max_it, desc="attack", leave=False, disable=not progress)
-    try:
-        for i in range(max_it):
-            # retire samples whose iterations are done (frozen from now on)
-            keep = [j for j, b in enumerate(pos) if iters[b] > i]
-            if len(keep) < len(pos):
-                done = [j for j, b in enumerate(pos) if iters[b] <= i]
-                idx_done = torch.tensor([pos[j] for j in done], device=dev)
-                n_all.index_copy_(0, idx_done, n[done])
-                loss_final[[active.index(pos[j]) for j in done]] = last_loss[done]
-                kt = torch.tensor(keep, device=dev)
-                n, m, v = n[kt], m[kt], v[kt]
-                last_loss = last_loss[kt]
-                pos = [pos[j] for j in keep]
-                w = gather(pos)
-            x = w["x"]
-            with torch.enable_grad():
-                n_req = n.detach().requires_grad_(True)
-                out = codec_forward(model, x + n_req, quant=quant, generator=gen)
-                loss = _loss(out, x, n_req, eps, w["x_hat0"], w["bpp0"], w["d0"], w["masks"])
-                (g,) = torch.autograd.grad(loss.sum() * weight, n_req)
-            last_loss = loss.detach()
-            n = n.detach()
-            fam = w["fam"]
-            upd = {}
-            if "adam" in fam:
-                t = i + 1
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / (1 - b2 ** t)).sqrt_().add_(ADAM_EPS)
-                upd["adam"] = n - w["step"] * (m / (1 - b1 ** t)) / denom
-            if "pgd-linf" in fam or "fgsm" in fam:
-                u = n - w["step"] * g.sign()
-                upd["pgd-linf"] = upd["fgsm"] = torch.maximum(torch.minimum(u, w["radius"]),
-                                                              -w["radius"])
-            if "pgd-l2" in fam:
-                gnorm = g.flatten(1).norm(dim=1).clamp_min(1e-20)
-                u = n - w["step"] * math.sqrt(numel) * g / _bview(gnorm)
-                limit = w["radius"].flatten() * math.sqrt(numel)
-                unorm = u.flatten(1).norm(dim=1).clamp_min(1e-20)
-                upd["pgd-l2"] = u * _bview((limit / unorm).clamp(max=1.0))
-            if len(fam) == 1:
-                new = upd[next(iter(fam))]
-            else:
-                new = n
-                for f, sel in fam.items():
-                    new = torch.where(sel, upd[f], new)
-            if linf is not None:
-                new = new.clamp(-linf, linf)
-            n = (x + new).clamp_(0.0, 1.0).sub_(x)  # stay in the image box
-            bar.update(1)
-    finally:
-        bar.close()
-    idx = torch.tensor(pos, device=dev)
-    n_all.index_copy_(0, idx, n)
-    loss_final[[active.index(b) for b in pos]] = last_loss
-    return loss_final
+    def _factor(self, i, w):
+        """Step-size factor of iteration ``i`` per sample (cosine: 1 -> 0 over its iterations)."""
+        if self.schedule == "constant":
+            return 1.0
+        if self.schedule == "cosine":
+            return _bview(0.5 * (1 + torch.cos(math.pi * i / w["iters"])))
+        # "plateau": constant for the first half, then a cosine decay to zero
+        t = (2 * i / w["iters"] - 1).clamp(min=0.0)
+        return _bview(0.5 * (1 + torch.cos(math.pi * t)))
+
+    def _track(self, i, s, n, d, bpp, w):
+        """Keep the working batch's strongest in-budget iterate (``n`` judged by d, bpp)."""
+        score, held = _outcome(w["objectives"], d, bpp, w["d0"], w["bpp0"], self.rate_tol,
+                               self.psnr_tol)
+        ok = n.double().pow(2).flatten(1).mean(1) <= self.eps
+        better = ok & _better(score, held, s["score"], s["held"])
+        s["score"] = torch.where(better, score, s["score"])
+        s["held"] = torch.where(better, held, s["held"])
+        s["it"] = torch.where(better, torch.full_like(s["it"], i), s["it"])
+        s["best"] = torch.where(_bview(better), n, s["best"])
+
+    def _retire(self, s, pos, keep):
+        """Write finished samples back to the whole batch; shrink the working state."""
+        done = [j for j in range(len(pos)) if j not in keep]
+        if done:
+            idx = torch.tensor([pos[j] for j in done], device=self.x.device)
+            self.n_all.index_copy_(0, idx, s["n"][done])
+            self.best_all.index_copy_(0, idx, s["best"][done])
+            self.best_score.index_copy_(0, idx, s["score"][done])
+            self.best_held.index_copy_(0, idx, s["held"][done])
+            self.best_it.index_copy_(0, idx, s["it"][done])
+            self.loss_all.index_copy_(0, idx, s["loss"][done])
+        kt = torch.tensor(keep, device=self.x.device, dtype=torch.long)
+        return {k: v.index_select(0, kt) for k, v in s.items()}, [pos[j] for j in keep]
+
+    def _optimise(self, active, progress):
+        """The iterations over the working batch (samples leave it when their steps are done)."""
+        dev, numel = self.x.device, self.numel
+        pos = list(active)  # original indices of the working batch, in order
+        t = torch.tensor(pos, device=dev)
+        n = self.n_all.index_select(0, t).contiguous(memory_format=torch.channels_last)
+        s = {"n": n, "m": torch.zeros_like(n), "v": torch.zeros_like(n), "best": n.clone(),
+             "score": self.best_score[t], "held": self.best_held[t], "it": self.best_it[t],
+             "loss": self.loss_all[t]}
+        w = self._gather(pos)
+        max_it = max(self.iters[b] for b in pos)
+        bar = tqdm(total=max_it, desc="attack", leave=False, disable=not progress)
+        try:
+            for i in range(max_it):
+                keep = [j for j, b in enumerate(pos) if self.iters[b] > i]
+                if len(keep) < len(pos):  # retire samples whose iterations are done
+                    s, pos = self._retire(s, pos, keep)
+                    w = self._gather(pos)
+                x, n = w["x"], s["n"]
+                with torch.enable_grad():
+                    n_req = n.detach().requires_grad_(True)
+                    out = codec_forward(self.model, x + n_req, quant=self.quant, generator=self.gen)
+                    loss, d, bpp = _loss(out, x, n_req, self.eps, w["x_hat0"], w["bpp0"],
+                                         w["d0"], w["masks"])
+                    (g,) = torch.autograd.grad(loss.sum() * float(numel), n_req)
+                s["loss"] = loss.detach()
+                if self.keep_best:
+                    if self.quant == "ste":  # this forward is the rounded one: judge it free
+                        self._track(i, s, n, d, bpp, w)
+                    elif i % self.check_every == 0:
+                        j = self._judge(x, n, pos)  # the projected iterate, rounded
+                        self._track(i, s, j["x_adv"] - x, j["d"], j["bpp"], w)
+                s["n"] = self._step(i, n, g, s, w)
+                bar.update(1)
+        finally:
+            bar.close()
+        self._retire(s, pos, [])
+
+    def _step(self, i, n, g, s, w):
+        """One update of every family present; returns the new noise (inside the image box)."""
+        fam, numel = w["fam"], self.numel
+        step = w["step"] * self._factor(i, w)
+        upd = {}
+        if "adam" in fam:
+            b1, b2 = ADAM_BETAS
+            t = i + 1
+            s["m"].mul_(b1).add_(g, alpha=1 - b1)
+            s["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (s["v"] / (1 - b2 ** t)).sqrt_().add_(ADAM_EPS)
+            upd["adam"] = n - step * (s["m"] / (1 - b1 ** t)) / denom
+        if "pgd-linf" in fam or "fgsm" in fam:
+            u = n - step * g.sign()  # fgsm: one step at i = 0, where every factor is 1
+            upd["pgd-linf"] = upd["fgsm"] = torch.maximum(torch.minimum(u, w["radius"]),
+                                                          -w["radius"])
+        if "pgd-l2" in fam:
+            gnorm = g.flatten(1).norm(dim=1).clamp_min(1e-20)
+            u = n - step * math.sqrt(numel) * g / _bview(gnorm)
+            limit = w["radius"].flatten() * math.sqrt(numel)
+            unorm = u.flatten(1).norm(dim=1).clamp_min(1e-20)
+            upd["pgd-l2"] = u * _bview((limit / unorm).clamp(max=1.0))
+        if len(fam) == 1:
+            new = upd[next(iter(fam))]
+        else:
+            new = n
+            for f, sel in fam.items():
+                new = torch.where(sel, upd[f], new)
+        if self.linf is not None:
+            new = new.clamp(-self.linf, self.linf)
+        return (w["x"] + new).clamp_(0.0, 1.0).sub_(w["x"])  # stay in the image box
 
 
 def psnr_attack(model, x, eps: float = 5e-4, iterations: int = 100, **kw):

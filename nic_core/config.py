@@ -48,12 +48,21 @@ COMMON: Dict[str, Spec] = {
                  "test set"),
     "eval_limit": (int, 2, _nonneg[0], "use only the first n test images (0: all)"),
     "eval_crop": (int, 256, _nonneg[0], "centre-crop test images to this size (0: full size)"),
+    "eval_batch": (int, 1, _pos[0], "equal-size test images attacked together (speed only)"),
     "eps": (float, 0.0005, _pos[0], "attack budget: mean squared noise per pixel"),
     "attack_iterations": (int, 20, _nonneg[0], "attack iterations at evaluation (0: clean only)"),
     "attack_lr": (float, 0.01, _pos[0], "attack step size (Adam lr)"),
     "attack_quant": (str, "ste", lambda v: v in ("ste", "noise"), "attack gradient path"),
     "eval_attacks": (str, "psnr,bpp", lambda v: bool(attack_list(v)),
-                     "attacks of the evaluation (nic_core.attacks.ATTACKS, comma-separated)"),
+                     "attacks of the evaluation: specs kind[@quant][:iterations], comma-separated "
+                     "(kinds: nic_core.attacks.ATTACKS; e.g. psnr:400,bpp:200)"),
+    "eval_worst_case": (str, "", lambda v: v in ENSEMBLE_NAMES or v == "" or bool(attack_list(v)),
+                        "worst case per image over these attack specs ('' off; 'standard' or "
+                        "'cpu': nic_core.config.ENSEMBLES)"),
+    "eval_restarts": (int, 1, _pos[0], "attack restarts per image at evaluation (best kept)"),
+    "eval_uint8": (bool, False, None, "round attacked images to 8 bits (a saved attack image)"),
+    "attack_schedule": (str, "cosine", lambda v: v in ("cosine", "constant", "plateau"),
+                        "attack step schedule (training and evaluation)"),
     "progress": (bool, True, None, "show progress bars"),
 }
 
@@ -190,14 +199,29 @@ def cli_params(path: Optional[str], pairs) -> Dict[str, Any]:
 
 
 def attack_list(spec: str) -> Tuple[str, ...]:
-    """Parse ``"psnr,bpp"`` into attack kinds; unknown kinds are a clear error."""
-    from .attacks import ATTACKS  # imported here: config stays importable on its own
+    """Parse ``"psnr,bpp@noise:200"`` into attack specs (``kind[@quant][:iterations]``); an
+    ensemble name (:data:`ENSEMBLES`) expands to its members; bad specs are clear errors."""
+    from .attacks import parse_spec  # imported here: config stays importable on its own
 
-    kinds = tuple(k.strip() for k in spec.split(",") if k.strip())
-    bad = [k for k in kinds if k not in ATTACKS]
-    if bad:
-        raise ValueError(f"unknown attack(s) {bad}; choose from {ATTACKS}")
-    return kinds
+    spec = ENSEMBLES.get(spec.strip(), spec)
+    specs = tuple(k.strip() for k in spec.split(",") if k.strip())
+    for k in specs:
+        parse_spec(k)
+    return specs
+
+
+# Worst-case ensembles (eval_worst_case). Quality side: eq. 6 through both gradient paths and
+# with a constant step, PGD in L2 and L-inf, Chen & Ma; rate side: eq. 7 and PGD-L2 through
+# both paths; random noise on
+# both (a gradient attack weaker than noise is a finding). "cpu" is the affordable subset used
+# for the 2-core reproduction (README).
+ENSEMBLES = {
+    "standard": "psnr,psnr/constant,psnr@noise,pgd-l2-psnr,pgd-l2-psnr@noise,pgd-psnr,ma2023,"
+                "ma2023@noise,"
+                "bpp,bpp@noise,pgd-l2-bpp,pgd-l2-bpp@noise,noise",
+    "cpu": "psnr,psnr/constant,psnr@noise,ma2023@noise,bpp,bpp@noise,noise",
+}
+ENSEMBLE_NAMES = tuple(ENSEMBLES)
 
 
 def smooth_terms(spec: str) -> Tuple[str, ...]:

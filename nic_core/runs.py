@@ -115,12 +115,16 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str
     from . import evaluate
 
     images, desc = test_images(cfg)
-    attacks = config.attack_list(cfg["eval_attacks"]) if cfg["attack_iterations"] > 0 else ()
+    on = cfg["attack_iterations"] > 0
+    attacks = config.attack_list(cfg["eval_attacks"]) if on else ()
+    worst = config.attack_list(cfg["eval_worst_case"]) if on and cfg["eval_worst_case"] else ()
     results = evaluate.evaluate_robustness(
         model, images, attacks=attacks, eps=cfg["eps"], iterations=max(1, cfg["attack_iterations"]),
         lr=cfg["attack_lr"], quant=cfg["attack_quant"], seed=cfg["seed"],
-        name=name or run_name(cfg), description=f"{cfg.get('stage', '')} run {cfg['run_dir']}",
-        config=cfg, dataset=desc, progress=cfg["progress"])
+        to_uint8=cfg["eval_uint8"], worst_case=worst, restarts=cfg["eval_restarts"],
+        schedule=cfg["attack_schedule"], name=name or run_name(cfg),
+        description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
+        progress=cfg["progress"], batch_size=cfg["eval_batch"])
     evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
     return results
 
@@ -132,7 +136,7 @@ def with_predecessors(cfg: Dict[str, Any], results: Dict[str, Any]) -> list:
 
 
 EVAL_KEYS = ("eval_set", "eval_limit", "eval_crop", "eps", "attack_iterations", "attack_lr",
-             "attack_quant")
+             "attack_quant", "eval_worst_case", "eval_restarts", "eval_uint8", "attack_schedule")
 
 
 def metrics_beside(checkpoint: str) -> Optional[Dict[str, Any]]:

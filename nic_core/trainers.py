@@ -282,7 +282,8 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
             iters = [cfg["n_b"] if roles[i] == "bpp" else cfg["n_p"] for i in idx]
             adv = attacks.attack(model, x[idx], kind=[roles[i] for i in idx], eps=cfg["eps"],
                                  iterations=iters, lr=cfg["attack_lr"],
-                                 quant=cfg["attack_quant"], seed=int(torch.randint(2**31, ())))
+                                 quant=cfg["attack_quant"], schedule=cfg["attack_schedule"],
+                                 seed=int(torch.randint(2**31, ())))
             x_new[idx] = adv["x_adv"].detach()
         use_smooth = method == "pkdt" and cfg["beta"] > 0 and bool(terms)
         out, g = noisy_forward(model, x_new, use_smooth)

@@ -154,17 +154,125 @@ def plot_attack_deltas(results_list, axes=None):
     return fig
 
 
-def table1_markdown(results_list, attacks=TABLE1_BLOCKS) -> str:
-    """:func:`table1` as a Markdown table (bpp to 3 decimals, PSNR to 2), e.g. for the README."""
-    df = table1(results_list, attacks, digits=None)
+def blocks_for(specs: str):
+    """``"psnr,bpp"`` -> Table 1 blocks ``(("clean", None), ("psnr attack", "psnr"), ...)``."""
+    specs = [k.strip() for k in specs.split(",") if k.strip()]
+    return (("clean", None),) + tuple(
+        (k if k.startswith("worst-") else f"{k} attack", k) for k in specs)
+
+
+def _se(r, kind, key) -> Optional[float]:
+    """Standard error over images of one Table 1 cell (from ``per_image``; also old files)."""
+    from .stats import mean_se
+
+    vals = []
+    for row in r.get("per_image", []):
+        src = row if kind is None else (row.get("attacks") or {}).get(kind)
+        if src is not None:
+            vals.append(src.get(key))
+    return mean_se(vals)["se"] if vals else None
+
+
+def table1_markdown(results_list, attacks=TABLE1_BLOCKS, stderr: bool = False) -> str:
+    """:func:`table1` as a Markdown table (bpp to 3 decimals, PSNR to 2), e.g. for the README.
+
+    ``stderr``: each cell as ``mean ± standard error over images``.
+    """
+    results = _results_list(results_list)
+    df = table1(results, attacks, digits=None)
     head = "| model | " + " | ".join(f"{a} bpp | {a} PSNR" for a, _ in attacks) + " |"
     sep = "|---|" + "---:|" * (2 * len(attacks))
     rows = []
-    for name, vals in zip(df.index, df.to_numpy()):
-        cells = [("n/a" if v != v else f"{v:.3f}" if i % 2 == 0 else f"{v:.2f}")
-                 for i, v in enumerate(vals)]
+    for r, name, vals in zip(results, df.index, df.to_numpy()):
+        cells = []
+        for i, v in enumerate(vals):
+            d = 3 if i % 2 == 0 else 2
+            if v != v:
+                cells.append("n/a")
+                continue
+            cell = f"{v:.{d}f}"
+            se = _se(r, attacks[i // 2][1], ("bpp", "psnr-rgb")[i % 2]) if stderr else None
+            cells.append(cell + (f" ± {se:.{d}f}" if se is not None else ""))
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])
+
+
+def differences_markdown(results_list, ref: str, attacks=TABLE1_BLOCKS) -> str:
+    """Paired per-image differences to the row named ``ref``: PSNR change (dB) and rate change
+    (bpp) under each block, mean and 95 % bootstrap interval; ``≈0`` marks an interval that
+    contains zero (no ranking)."""
+    from .stats import paired_difference
+
+    results = _results_list(results_list)
+    base = next((r for r in results if r.get("name") == ref), None)
+    if base is None:
+        raise ValueError(f"no results named {ref!r}; have {[r.get('name') for r in results]}")
+    head = ("| model - " + ref + " | " + " | ".join(f"{a} bpp | {a} PSNR" for a, _ in attacks)
+            + " |")
+    sep = "|---|" + "---:|" * (2 * len(attacks))
+    rows = []
+    for r in results:
+        if r is base:
+            continue
+        cells = []
+        for _, kind in attacks:
+            for key, d in (("bpp", 3), ("psnr-rgb", 2)):
+                try:
+                    c = paired_difference(base, r, kind, key)
+                except ValueError:
+                    cells.append("n/a")
+                    continue
+                mark = " ≈0" if c["zero_in_ci"] else ""
+                cells.append(f"{c['mean']:+.{d}f} [{c['lo']:+.{d}f}, {c['hi']:+.{d}f}]{mark}")
+        rows.append(f"| {r.get('name')} | " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *rows])
+
+
+def plot_saturation(sweeps, ax=None):
+    """Attacked PSNR (psnr-side) or rate (bpp-side) against attack iterations, one line per
+    sweep of :func:`nic_core.evaluate.saturation`; the saturation point is marked."""
+    from .attacks import parse_spec, side
+
+    sweeps = [sweeps] if isinstance(sweeps, dict) else list(sweeps)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+    for sw in sweeps:
+        rate = side(parse_spec(sw["attack"])[0]) == "bpp"
+        xs = [r["iterations"] for r in sw["rows"]]
+        ys = [r["bpp"] if rate else r["psnr-rgb"] for r in sw["rows"]]
+        line, = ax.plot(xs, ys, "o-", label=f"{sw['name']} ({sw['attack']})")
+        if sw["saturated_at"] is not None:
+            i = xs.index(sw["saturated_at"])
+            ax.plot([xs[i]], [ys[i]], "s", ms=11, mfc="none", color=line.get_color())
+        ax.set_ylabel("attacked bpp" if rate else "attacked PSNR (dB)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("attack iterations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("attack saturation (square: < 0.1 dB / 1 % per doubling from here)", fontsize=8)
+    return ax.figure
+
+
+def plot_transfer(matrix, key: str = "delta-psnr", ax=None):
+    """Heat map of :func:`nic_core.evaluate.transfer_matrix` (rows: crafted on; columns: coded
+    by); the diagonal is white-box."""
+    names = matrix["models"]
+    vals = matrix[key]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
+    im = ax.imshow(vals, cmap="viridis" if key == "delta-psnr" else "magma_r")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{vals[i][j]:+.2f}" if key == "delta-psnr" else f"{vals[i][j]:+.3f}",
+                    ha="center", va="center", color="w", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("coded by (target)")
+    ax.set_ylabel("attack crafted on (source)")
+    unit = "dB" if key == "delta-psnr" else "bpp"
+    ax.set_title(f"{matrix['attack']} transfer: {key} ({unit})", fontsize=9)
+    ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    return ax.figure
 
 
 def main(argv=None) -> int:
@@ -179,7 +287,13 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=None, help="also save an R-D plot (clean and attacked)")
     ap.add_argument("--deltas", default=None,
                     help="also save bars of the PSNR / rate change under each attack")
+    ap.add_argument("--attacks", default="psnr,bpp",
+                    help="comma-separated attack specs / worst-psnr, worst-bpp as columns")
+    ap.add_argument("--stderr", action="store_true", help="cells as mean ± standard error")
+    ap.add_argument("--vs", default=None, metavar="NAME",
+                    help="also print paired differences to this row with 95 %% bootstrap CIs")
     args = ap.parse_args(argv)
+    blocks = blocks_for(args.attacks)
     from .runs import comparable
 
     results = _results_list(args.results)
@@ -189,7 +303,10 @@ def main(argv=None) -> int:
             ap.error(f"--names has {len(names)} names for {len(results)} results")
         results = [{**r, "name": n} for r, n in zip(results, names)]
     results = comparable(results)
-    print(table1_markdown(results))
+    print(table1_markdown(results, blocks, stderr=args.stderr))
+    if args.vs:
+        print()
+        print(differences_markdown(results, args.vs, blocks))
     if args.plot:
         fig = plot_rd(results, title="clean and attacked (real bpp)")
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
