@@ -5,14 +5,16 @@ codec (``hyper`` quality 3; random weights, timing does not depend on them):
 
 * ``bare``: one forward+backward of the codec, ``codec_forward(..., "ste")``, loss on
   ``x_hat`` and ``bpp``, gradient to the input only (parameters frozen), in both memory formats;
-* one iteration of each attack (``psnr``, ``bpp``, ``ma2023``, ``pgd-psnr``) on one image and of
+* one iteration of each attack (``psnr``, ``bpp``, ``ma2023``, ``pgd-psnr``; strongest-iterate
+  tracking on, the default; also ``psnr`` keeping the last iterate and ``psnr`` through the
+  ``noise`` path, whose tracking costs a rounded forward every 5 steps) on one image and of
   a mixed batch of two (psnr + bpp, as Stage II of the paper), from the attack's own
   ``loop_seconds``;
 * ``naive``: the per-image attack loop a user would write: contiguous memory format, parameter
   gradients left on (``loss.backward()``), the clean reconstruction recomputed every iteration,
   ``model(x)`` called directly, ``torch.optim.Adam`` on the noise.
 
-It prints ms per iteration and the ratios against the targets: attack / bare <= 1.10 (bare in
+It prints ms per iteration and the ratios against the targets: attack / bare <= 1.15 (bare in
 the attack's own memory format, channels_last) and naive / ours >= 1.5.
 
 ``training`` times whole optimiser steps (:func:`nic_core.trainers.train_step`, the trainer's own
@@ -49,7 +51,7 @@ import torch
 from . import attacks, config, trainers
 from .models import aux_parameters, build_model, codec_forward, net_parameters, quantization
 
-TARGET_ATTACK_OVER_BARE = 1.10
+TARGET_ATTACK_OVER_BARE = 1.15  # with strongest-iterate tracking on (issue 8)
 TARGET_NAIVE_OVER_OURS = 1.5
 TARGET_SMOOTH_OVER_RD = 2.0
 
@@ -104,10 +106,10 @@ def _naive(model, xs: List[torch.Tensor], eps: float, iters: int) -> Callable[[]
     return run
 
 
-def _attack_iter(model, x, kind, iters: int) -> Callable[[], float]:
+def _attack_iter(model, x, kind, iters: int, **kw) -> Callable[[], float]:
     """Seconds per iteration of :func:`nic_core.attacks.attack` (its loop time only)."""
     def run():
-        out = attacks.attack(model, x, kind, eps=5e-4, iterations=iters)
+        out = attacks.attack(model, x, kind, eps=5e-4, iterations=iters, **kw)
         return out["loop_seconds"] / iters
     return run
 
@@ -185,6 +187,8 @@ def bench_attacks(args) -> Dict[str, object]:
         "bare fwd+bwd B=2 (channels_last)": in_format(cl, _bare(model, x2.contiguous(
             memory_format=cl))),
         "attack psnr B=1": _attack_iter(model, x1, "psnr", K),
+        "attack psnr B=1, last iterate": _attack_iter(model, x1, "psnr", K, keep_best=False),
+        "attack psnr@noise B=1": _attack_iter(model, x1, "psnr", K, quant="noise"),
         "attack bpp B=1": _attack_iter(model, x1, "bpp", K),
         "attack ma2023 B=1": _attack_iter(model, x1, "ma2023", K),
         "attack pgd-psnr B=1": _attack_iter(model, x1, "pgd-psnr", K),
@@ -203,7 +207,9 @@ def bench_attacks(args) -> Dict[str, object]:
                  target=TARGET_ATTACK_OVER_BARE if name.startswith("attack") else None)
             for name in med]
     naive = "naive per-image loop (per image)"
-    rows += [_ratio_row("naive / ours psnr B=1", naive, "attack psnr B=1", med, best,
+    rows += [_ratio_row("strongest-iterate tracking: best / last (psnr B=1)", "attack psnr B=1",
+                        "attack psnr B=1, last iterate", med, best),
+             _ratio_row("naive / ours psnr B=1", naive, "attack psnr B=1", med, best,
                         TARGET_NAIVE_OVER_OURS),
              _ratio_row("naive / ours mixed B=2 (per image)", naive,
                         "attack mixed [psnr, bpp] B=2", med, best, TARGET_NAIVE_OVER_OURS, per=2)]

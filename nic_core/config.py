@@ -61,6 +61,9 @@ COMMON: Dict[str, Spec] = {
                         "'cpu': nic_core.config.ENSEMBLES)"),
     "eval_restarts": (int, 1, _pos[0], "attack restarts per image at evaluation (best kept)"),
     "eval_uint8": (bool, False, None, "round attacked images to 8 bits (a saved attack image)"),
+    "eval_defence": (str, "", lambda v: v == "" or v.split(":")[0] in ("jpeg", "blur"),
+                     "input-transformation baseline around the codec at evaluation: '', "
+                     "jpeg[:quality] or blur[:sigma] (nic_core.defenses; attacks adapt: BPDA)"),
     "attack_schedule": (str, "cosine", lambda v: v in ("cosine", "constant", "plateau"),
                         "attack step schedule (training and evaluation)"),
     "progress": (bool, True, None, "show progress bars"),

@@ -501,7 +501,7 @@ def saturation(model: torch.nn.Module, images: Images, attack: str = "psnr",
     counts = sorted({int(i) for i in iterations})
     if len(counts) < 2:
         raise ValueError("a saturation sweep needs at least 2 iteration counts")
-    kind, q, _, sch = _attacks.parse_spec(attack)
+    kind, q, _, sch = _attacks.parse_spec(attack, kw.pop("quant", "ste"))
     specs = [f"{kind}@{q}:{n}" + (f"/{sch}" if sch else "") for n in counts]
     res = evaluate_robustness(model, images, attacks=specs, eps=eps, quant=q, iterations=counts[0],
                               **kw)
@@ -573,3 +573,82 @@ def load_results(path) -> Dict[str, Any]:
         if not isinstance(block, dict) or not isinstance(block.get("results"), dict):
             raise ValueError(f"{path}: attacks[{kind!r}] lacks its 'results' object")
     return data
+
+
+def _named_paths(pairs: Sequence[str], what: str) -> Dict[str, str]:
+    out = {}
+    for p in pairs:
+        name, sep, path = p.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise SystemExit(f"{what} must be NAME=PATH, got {p!r}")
+        if not Path(path).is_file():
+            raise SystemExit(f"{what} {name!r}: file not found: {path}")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m nic_core.evaluate transfer|saturation ...`` (evaluation settings from ``-f`` /
+    ``-p`` like ``python -m nic_core.runs``: eval_set, eval_limit, eval_crop, eps, ...).
+
+    transfer: ``--model NAME=CHECKPOINT`` (two or more) ``[--adversarial NAME=ADV.pt]`` (saved
+    by ``python -m nic_core.runs ... --eval-only --adversarial``) ``--attack SPEC``.
+    saturation: ``--model NAME=CHECKPOINT`` (one or more) ``--attack SPEC --iterations 50,100,...``.
+    """
+    import argparse
+
+    from . import checkpoints, config, runs, viz
+
+    ap = argparse.ArgumentParser(prog="python -m nic_core.evaluate", description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["transfer", "saturation"])
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT")
+    ap.add_argument("--adversarial", action="append", default=[], metavar="NAME=ADV.pt")
+    ap.add_argument("--attack", default="psnr", help="attack spec kind[@quant][:iters][/schedule]")
+    ap.add_argument("--iterations", default="50,100,200,400", help="saturation: counts")
+    ap.add_argument("-f", "--params", help="YAML parameter file (evaluation settings)")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--plot", help="also save a figure (PNG)")
+    args = ap.parse_args(argv)
+    cfg = config.validate("pretrain", config.cli_params(args.params, args.p))
+    device = runs.setup(cfg)
+    ckpts = _named_paths(args.model, "--model")
+    if not ckpts or (args.command == "transfer" and len(ckpts) < 2):
+        ap.error("transfer needs two or more --model NAME=CHECKPOINT; saturation one or more")
+    models = {n: checkpoints.load_model(p, device=device) for n, p in ckpts.items()}
+    images, desc = runs.test_images(cfg)
+    kw = dict(eps=cfg["eps"], quant=cfg["attack_quant"], seed=cfg["seed"])
+    if args.command == "transfer":
+        adv = {n: torch.load(p, weights_only=True) for n, p in
+               _named_paths(args.adversarial, "--adversarial").items()}
+        spec_key = args.attack
+        given = {n: a[spec_key] for n, a in adv.items() if spec_key in a}
+        for n, a in adv.items():
+            if spec_key not in a:
+                raise SystemExit(f"{n}'s adversarial file has no {spec_key!r} (has {list(a)})")
+        res = transfer_matrix(models, images, args.attack, iterations=cfg["attack_iterations"],
+                              adversarial=given, progress=cfg["progress"],
+                              schedule=cfg["attack_schedule"], lr=cfg["attack_lr"], **kw)
+        res["dataset"] = desc
+        fig = viz.plot_transfer(res) if args.plot else None
+    else:
+        counts = [int(c) for c in args.iterations.split(",") if c.strip()]
+        res = {"dataset": desc, "sweeps": [
+            {**saturation(m, images, args.attack, counts, name=n, progress=cfg["progress"],
+                          schedule=cfg["attack_schedule"], lr=cfg["attack_lr"],
+                          batch_size=cfg["eval_batch"], **kw), "name": n}
+            for n, m in models.items()]}
+        fig = viz.plot_saturation(res["sweeps"]) if args.plot else None
+    save_results(res, args.out)
+    print(f"saved {args.out}")
+    if fig is not None:
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"saved {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

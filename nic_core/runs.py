@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import yaml
 
-from . import checkpoints, config, data
+from . import checkpoints, config, data, defenses
 from .models import build_model
 from .trainers import make_objective, resolve_device, seed_everything, train
 
@@ -107,14 +107,18 @@ def test_images(cfg: Dict[str, Any]):
 
 
 def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str] = None,
-                 out: Optional[Path] = None) -> Dict[str, Any]:
-    """Clean + ``eval_attacks`` evaluation written to ``out`` (default ``<run_dir>/metrics.json``).
-
-    ``name`` defaults to :func:`run_name`.
+                 out: Optional[Path] = None, adversarial: Optional[Path] = None) -> Dict[str, Any]:
+    """Clean + ``eval_attacks`` (+ ``eval_worst_case``) evaluation written to ``out`` (default
+    ``<run_dir>/metrics.json``). ``name`` defaults to :func:`run_name`. ``adversarial``: also
+    save the attacked images there (``{spec: {image: [3,H,W] float}}``, for transfer attacks).
     """
     from . import evaluate
 
     images, desc = test_images(cfg)
+    if cfg["eval_defence"]:
+        model = defenses.wrap(model, cfg["eval_defence"])
+        name = f"{name or run_name(cfg)} + {cfg['eval_defence']}"
+    adv: Dict[str, Dict[str, torch.Tensor]] = {}
     on = cfg["attack_iterations"] > 0
     attacks = config.attack_list(cfg["eval_attacks"]) if on else ()
     worst = config.attack_list(cfg["eval_worst_case"]) if on and cfg["eval_worst_case"] else ()
@@ -124,8 +128,11 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str
         to_uint8=cfg["eval_uint8"], worst_case=worst, restarts=cfg["eval_restarts"],
         schedule=cfg["attack_schedule"], name=name or run_name(cfg),
         description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
-        progress=cfg["progress"], batch_size=cfg["eval_batch"])
+        progress=cfg["progress"], batch_size=cfg["eval_batch"],
+        adversarial=adv if adversarial else None)
     evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
+    if adversarial:
+        checkpoints.atomic_torch_save(adv, adversarial)
     return results
 
 
@@ -181,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate this checkpoint only")
     ap.add_argument("--out", help="with --eval-only: results path")
     ap.add_argument("--name", help="with --eval-only: the model's name (default: the run's)")
+    ap.add_argument("--adversarial", help="with --eval-only: also save the attacked images "
+                    "(a .pt file) for python -m nic_core.evaluate transfer")
     args = ap.parse_args(argv)
     cfg = config.validate(args.stage, config.cli_params(args.params, args.p))
     if args.eval_only:
@@ -191,7 +200,7 @@ def main(argv=None) -> int:
         run_cfg = {**ckpt.get("config", {}), "stage": ckpt.get("stage") or args.stage}
         out = Path(args.out or run_dir / f"metrics_{cfg['eval_set']}.json")
         evaluate_run(model, {**cfg, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
-                     name=args.name or run_name(run_cfg), out=out)
+                     name=args.name or run_name(run_cfg), out=out, adversarial=args.adversarial)
         print(f"saved {out}")
         return 0
     model, _ = run_training(args.stage, cfg)

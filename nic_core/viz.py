@@ -228,6 +228,41 @@ def differences_markdown(results_list, ref: str, attacks=TABLE1_BLOCKS) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def matched_rate_markdown(curve, results_list, attacks=TABLE1_BLOCKS) -> str:
+    """Robustness at a matched operating point: each model against the undefended model's R-D
+    curve (``curve``: its results at >= 2 rate points) *at the model's own clean rate*.
+
+    A defence can buy "robustness" by moving along the R-D curve (a lower rate is often less
+    fragile); here each PSNR is reported as the difference to the curve's PSNR at the same clean
+    bpp (log-rate interpolation, :func:`nic_core.stats.interpolate_rd`), clean and under each
+    attack. ``n/a``: the model's rate lies outside the curve.
+    """
+    from .stats import interpolate_rd
+
+    curve = _results_list(curve)
+    results = _results_list(results_list)
+
+    def block(r, kind):
+        res = r["results"] if kind is None else (r.get("attacks", {}).get(kind) or {}).get(
+            "results")
+        return None if not res else res.get("psnr-rgb", [None])[-1]
+
+    head = "| model | clean bpp | " + " | ".join(f"{a} PSNR - curve" for a, _ in attacks) + " |"
+    sep = "|---|---:|" + "---:|" * len(attacks)
+    rows = []
+    for r in results:
+        bpp = r["results"]["bpp"][-1]
+        cells = []
+        for _, kind in attacks:
+            pts = [(c["results"]["bpp"][-1], block(c, kind)) for c in curve]
+            pts = [p for p in pts if p[1] is not None]
+            ref = interpolate_rd(pts, bpp) if len(pts) >= 2 else None
+            v = block(r, kind)
+            cells.append("n/a" if ref is None or v is None else f"{v - ref:+.2f}")
+        rows.append(f"| {r.get('name')} | {bpp:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *rows])
+
+
 def plot_saturation(sweeps, ax=None):
     """Attacked PSNR (psnr-side) or rate (bpp-side) against attack iterations, one line per
     sweep of :func:`nic_core.evaluate.saturation`; the saturation point is marked."""

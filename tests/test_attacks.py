@@ -276,6 +276,9 @@ def test_bench_attacks_runs_and_reports_ratios(tmp_path, capsys):
     assert psnr_row["ms_per_iter"] > 0 and psnr_row["target"] == bench.TARGET_ATTACK_OVER_BARE
     assert psnr_row["ratio"] == pytest.approx(
         psnr_row["ms_per_iter"] / rows["bare fwd+bwd B=1 (channels_last)"]["ms_per_iter"])
+    track = rows["strongest-iterate tracking: best / last (psnr B=1)"]
+    assert track["ratio"] == pytest.approx(
+        psnr_row["ms_per_iter"] / rows["attack psnr B=1, last iterate"]["ms_per_iter"])
     naive = rows["naive / ours psnr B=1"]
     assert naive["ratio"] == pytest.approx(
         rows["naive per-image loop (per image)"]["ms_per_iter"] / psnr_row["ms_per_iter"])
