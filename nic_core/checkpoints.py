@@ -97,3 +97,95 @@ def load_model(path, name: Optional[str] = None, device="cpu") -> torch.nn.Modul
     model = model_from_state_dict(name, ckpt["state_dict"])
     model.update(force=True)
     return model.to(device).eval()
+
+
+# --- committing a run: weights and a compact resumable state, each small enough for git -------
+
+def _cast_state(state: Any, dtype) -> Any:
+    """Optimizer state with every floating tensor of dim >= 1 cast to ``dtype``."""
+    if isinstance(state, torch.Tensor):
+        return state.to(dtype) if state.is_floating_point() and state.dim() > 0 else state
+    if isinstance(state, dict):
+        return {k: _cast_state(v, dtype) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cast_state(v, dtype) for v in state)
+    return state
+
+
+def pack(run_dir, out_dir) -> Dict[str, Path]:
+    """Split ``run_dir/checkpoint.pt`` into files fit to commit under ``out_dir``:
+
+    * ``model.pt``: weights with their CDF tables, step, config (what :func:`load_model`,
+      the evaluation and CompressAI's ``eval_model`` read);
+    * ``resume.pt``: optimisers (moments in bfloat16: half the size, resuming stays close to
+      but is not bit-identical with an uninterrupted run), RNG state, step;
+    * ``history.jsonl.gz`` (when the run has a history), and ``SHA256SUMS``.
+    """
+    import gzip
+    import hashlib
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    model = {k: ckpt[k] for k in ("format", "state_dict", "step", "epoch", "config", "stage")
+             if k in ckpt}
+    resume = {"format": ckpt.get("format"), "step": ckpt["step"], "rng": ckpt["rng"],
+              "optimizer": _cast_state(ckpt["optimizer"], torch.bfloat16),
+              "aux_optimizer": ckpt["aux_optimizer"]}
+    files = {"model": atomic_torch_save(model, out_dir / "model.pt"),
+             "resume": atomic_torch_save(resume, out_dir / "resume.pt")}
+    hist = run_dir / "history.jsonl"
+    if hist.is_file():
+        files["history"] = out_dir / "history.jsonl.gz"
+        with gzip.GzipFile(files["history"], "wb", mtime=0) as f:
+            f.write(hist.read_bytes())
+    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+                   for p in sorted(files.values()))
+    (out_dir / "SHA256SUMS").write_text(sums)
+    return files
+
+
+def unpack(packed_dir, run_dir) -> Path:
+    """Rebuild ``run_dir/checkpoint.pt`` (and ``history.jsonl``) from :func:`pack`'s files, so
+    the run resumes where it was packed. Refuses to overwrite a newer checkpoint."""
+    import gzip
+
+    packed_dir, run_dir = Path(packed_dir), Path(run_dir)
+    model = load_checkpoint(packed_dir / "model.pt")
+    resume = torch.load(packed_dir / "resume.pt", map_location="cpu", weights_only=True)
+    if resume["step"] != model["step"]:
+        raise ValueError(f"{packed_dir}: model.pt (step {model['step']}) and resume.pt (step "
+                         f"{resume['step']}) belong to different steps")
+    target = run_dir / "checkpoint.pt"
+    if target.is_file() and load_checkpoint(target)["step"] > model["step"]:
+        raise ValueError(f"{target} is newer (step {load_checkpoint(target)['step']}) than the "
+                         f"packed state (step {model['step']}); not overwritten")
+    ckpt = {**model, "optimizer": _cast_state(resume["optimizer"], torch.float32),
+            "aux_optimizer": resume["aux_optimizer"], "rng": resume["rng"]}
+    atomic_torch_save(ckpt, target)
+    hist = packed_dir / "history.jsonl.gz"
+    if hist.is_file():
+        (run_dir / "history.jsonl").write_bytes(gzip.decompress(hist.read_bytes()))
+    return target
+
+
+def main(argv=None) -> int:
+    """``python -m nic_core.checkpoints pack RUN_DIR OUT_DIR`` / ``unpack OUT_DIR RUN_DIR``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m nic_core.checkpoints", description=main.__doc__)
+    ap.add_argument("command", choices=["pack", "unpack"])
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    args = ap.parse_args(argv)
+    if args.command == "pack":
+        for k, p in pack(args.src, args.dst).items():
+            print(f"{k}: {p} ({p.stat().st_size / 1e6:.1f} MB)")
+    else:
+        print(f"restored {unpack(args.src, args.dst)}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -10,27 +10,18 @@ not, so its gradient is passed straight through (BPDA, Athalye et al. 2018).
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
+
+from .jpeg import encode
 
 __all__ = ["InputTransform", "jpeg", "blur", "DEFENCES", "wrap"]
 
 
-def _jpeg_one(img: torch.Tensor, quality: int) -> torch.Tensor:
-    arr = (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(out / 255.0).permute(2, 0, 1).to(img.device, img.dtype)
-
-
 def jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
     """JPEG re-encoding (Pillow, 4:2:0) per image; identity gradient (BPDA)."""
-    y = torch.stack([_jpeg_one(t, quality) for t in x])
+    y = torch.stack([encode(t, quality)[0].to(x.device) for t in x])
     return x + (y - x).detach()
 
 

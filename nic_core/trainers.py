@@ -21,10 +21,13 @@ Objectives (see :func:`make_objective`):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -178,8 +181,13 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
     bar = tqdm(total=n_total, initial=start, desc=cfg.get("stage", "train"),
                disable=not cfg.get("progress", True))
     nan_run, t0 = 0, time.perf_counter()
-    with open(hist_path, "a") as log:
+    with open(hist_path, "a") as log, _stop_signals() as stop_requested:
         for step in range(start, stop):
+            if stop_requested:
+                bar.close()
+                save(step)
+                raise Interrupted(f"{stop_requested[0]} at step {step}: checkpoint saved to "
+                                  f"{ckpt_path}; run the same command again to resume")
             lr = cfg["lr"] * lr_factor(step / unit, cfg["lr_decay_start"], cfg["lr_decay_every"])
             for group in net_opt.param_groups:
                 group["lr"] = lr
@@ -208,6 +216,40 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
     save(stop)
     model.eval()
     return history
+
+
+class Interrupted(SystemExit):
+    """Training stopped by SIGTERM / SIGINT after writing a checkpoint (exit status 0)."""
+
+    def __init__(self, message: str):
+        print(message, flush=True)
+        super().__init__(0)
+        self.message = message
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """While training, SIGTERM and SIGINT (Ctrl-C) only *request* a stop: the loop finishes the
+    current step, writes a checkpoint and exits cleanly. Yields a list that holds the signal's
+    name once one arrived. Outside the main thread (no signal handlers there) it does nothing."""
+    requested: List[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    old = {}
+
+    def handler(signum, frame):
+        if requested:  # a second signal: stop now, as the default handler would
+            raise KeyboardInterrupt
+        requested.append(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old[sig] = signal.signal(sig, handler)
+    try:
+        yield requested
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _split_roles(batch_mix: str, batch_size: int) -> List[str]:

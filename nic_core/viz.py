@@ -38,23 +38,37 @@ def _results_list(results_list):
 
     if isinstance(results_list, dict):
         results_list = [results_list]
-    out = [r if isinstance(r, dict) else load_results(r) for r in results_list]
+    out = []
+    for r in results_list:
+        r = r if isinstance(r, dict) else load_results(r)
+        n = len(r["results"].get("bpp", [None]))
+        if n > 1 and "attacks" not in r:  # CompressAI's multi-point file (e.g. a JPEG curve)
+            out += [{**r, "results": {k: [v[i]] for k, v in r["results"].items()
+                                      if isinstance(v, list) and len(v) == n}} for i in range(n)]
+        else:
+            out.append(r)
     if not out:
         raise ValueError("no results given")
     return out
 
 
-def table1(results_list, attacks=TABLE1_BLOCKS, digits: Optional[int] = 4):
+def table1(results_list, attacks=None, digits: Optional[int] = 4):
     """Rows = model name; columns (clean | psnr attack | bpp attack) x (bpp, psnr): paper Table 1.
 
     ``bpp`` is each results' ``bpp`` (the real bitstream rate when evaluated with
     ``real=True``); ``psnr`` is ``psnr-rgb`` against the clean image. A missing attack gives
-    NaN. ``attacks`` is a sequence of (column label, attack kind or None for clean).
+    NaN. ``attacks`` is a sequence of (column label, attack spec or None for clean); default:
+    clean, psnr, bpp, and the worst-case columns when any results have them.
     """
     import pandas as pd
 
+    results = _results_list(results_list)
+    if attacks is None:
+        worst = [k for k in ("worst-psnr", "worst-bpp")
+                 if any(k in r.get("attacks", {}) for r in results)]
+        attacks = TABLE1_BLOCKS + tuple((k, k) for k in worst)
     rows, index = [], []
-    for r in _results_list(results_list):
+    for r in results:
         row = []
         for _, kind in attacks:
             res = r["results"] if kind is None else r.get("attacks", {}).get(kind, {}).get(

@@ -439,3 +439,18 @@ def test_input_transform_defences(smoke, images):
         assert not torch.allclose(rc["x_hat"], real_codec(smoke, x)["x_hat"])
     with pytest.raises(ValueError):
         defenses.wrap(smoke, "median:3")
+
+
+def test_jpeg_curve_and_margin(images, results):
+    from nic_core import jpeg
+    curve = jpeg.jpeg_curve(images, (30, 60, 90))
+    bpp, ps = curve["results"]["bpp"], curve["results"]["psnr-rgb"]
+    assert bpp == sorted(bpp) and ps == sorted(ps)  # higher quality: more bits, better PSNR
+    dec, nbytes = jpeg.encode(images[0][1], 60)
+    # the whole file is counted (headers included): a JPEG file has at least ~600 bytes of them
+    assert nbytes > 600 and dec.shape == images[0][1].shape
+    pts = viz._results_list([curve])  # a multi-point file expands into one point per quality
+    assert [p["results"]["bpp"][0] for p in pts] == bpp
+    fake = {"results": {"bpp": [bpp[1]], "psnr-rgb": [ps[1] + 1.5]}}
+    assert jpeg.margin_over_jpeg(fake, curve) == pytest.approx(1.5)
+    assert jpeg.margin_over_jpeg({"results": {"bpp": [100.0], "psnr-rgb": [1.0]}}, curve) is None
