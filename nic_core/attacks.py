@@ -648,6 +648,7 @@ class _Loop:
             "step": _bview(torch.tensor([self.steps[b] for b in idx], dtype=dt, device=dev)),
             "radius": _bview(torch.tensor([self.radius[b] for b in idx], dtype=dt, device=dev)),
             "iters": torch.tensor([self.iters[b] for b in idx], dtype=dt, device=dev),
+            "random_start": torch.tensor([self.starts[b] > 0 for b in idx], device=dev),
         }
 
     def _factor(self, i, w):
@@ -665,6 +666,8 @@ class _Loop:
         score, held = _outcome(w["objectives"], d, bpp, w["d0"], w["bpp0"], self.rate_tol,
                                self.psnr_tol)
         ok = n.double().pow(2).flatten(1).mean(1) <= self.eps
+        if i == 0:  # the near-zero start of restart 0 would "hold" trivially: not a candidate
+            ok = ok & w["random_start"]
         better = ok & _better(score, held, s["score"], s["held"])
         s["score"] = torch.where(better, score, s["score"])
         s["held"] = torch.where(better, held, s["held"])

@@ -277,6 +277,32 @@ def matched_rate_markdown(curve, results_list, attacks=TABLE1_BLOCKS) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def protocols_markdown(pairs) -> str:
+    """Protocol 1 (last iterate) against protocol 2 (strongest iterate, worst case) for the same
+    models: ``pairs`` of (old results, new results). Mean PSNR change (dB) under the psnr
+    attack and rate change (%) under the bpp attack, each attack's own row and the worst case."""
+    def delta(r, kind, rate):
+        block = (r.get("attacks", {}).get(kind) or {}).get("results")
+        if not block:
+            return "n/a"
+        if rate:
+            return f"{100 * block['delta-bpp'][0] / r['results']['bpp'][0]:+.1f} %"
+        return f"{block['delta-psnr'][0]:+.2f}"
+
+    head = ("| model | psnr attack dPSNR, protocol 1 | protocol 2 | worst case | "
+            "bpp attack rate, protocol 1 | protocol 2 | worst case |")
+    rows = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    for old, new in pairs:
+        old, new = _results_list([old])[0], _results_list([new])[0]
+        if old.get("name") != new.get("name"):
+            raise ValueError(f"pair of different models: {old.get('name')!r} / {new.get('name')!r}")
+        rows.append(f"| {new.get('name')} | {delta(old, 'psnr', False)} | "
+                    f"{delta(new, 'psnr', False)} | {delta(new, 'worst-psnr', False)} | "
+                    f"{delta(old, 'bpp', True)} | {delta(new, 'bpp', True)} | "
+                    f"{delta(new, 'worst-bpp', True)} |")
+    return "\n".join(rows)
+
+
 def plot_saturation(sweeps, ax=None):
     """Attacked PSNR (psnr-side) or rate (bpp-side) against attack iterations, one line per
     sweep of :func:`nic_core.evaluate.saturation`; the saturation point is marked."""
@@ -325,11 +351,14 @@ def plot_transfer(matrix, key: str = "delta-psnr", ax=None):
 
 
 def main(argv=None) -> int:
-    """``python -m nic_core.viz table METRICS.json ... [--plot FIG.png]``: Table 1 in Markdown."""
+    """``python -m nic_core.viz table METRICS.json ... [--plot FIG.png]``: Table 1 in Markdown;
+    ``python -m nic_core.viz protocols OLD.json NEW.json ...``: protocol 1 against 2."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m nic_core.viz", description=main.__doc__)
-    ap.add_argument("command", choices=["table"])
+    ap.add_argument("command", choices=["table", "protocols"],
+                    help="table: Table 1; protocols: pairs OLD.json NEW.json of one model each, "
+                         "protocol 1 against protocol 2")
     ap.add_argument("results", nargs="+", help="metrics.json files (nic_core.evaluate format)")
     ap.add_argument("--names", default=None,
                     help="comma-separated row names replacing the files' own, in order")
@@ -343,6 +372,11 @@ def main(argv=None) -> int:
                     help="also print paired differences to this row with 95 %% bootstrap CIs")
     args = ap.parse_args(argv)
     blocks = blocks_for(args.attacks)
+    if args.command == "protocols":
+        if len(args.results) % 2:
+            ap.error("protocols takes pairs: OLD.json NEW.json ...")
+        print(protocols_markdown(list(zip(args.results[::2], args.results[1::2]))))
+        return 0
     from .runs import comparable
 
     results = _results_list(args.results)

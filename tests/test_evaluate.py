@@ -454,3 +454,18 @@ def test_jpeg_curve_and_margin(images, results):
     fake = {"results": {"bpp": [bpp[1]], "psnr-rgb": [ps[1] + 1.5]}}
     assert jpeg.margin_over_jpeg(fake, curve) == pytest.approx(1.5)
     assert jpeg.margin_over_jpeg({"results": {"bpp": [100.0], "psnr-rgb": [1.0]}}, curve) is None
+
+
+def test_protocols_table(results, worst, capsys, tmp_path):
+    new, _ = worst
+    old = json.loads(json.dumps(results))
+    a, b = save_results(old, tmp_path / "old.json"), save_results(new, tmp_path / "new.json")
+    assert viz.main(["protocols", str(a), str(b)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"{old['attacks']['psnr']['results']['delta-psnr'][0]:+.2f}"
+    assert cells[3] == f"{new['attacks']['worst-psnr']['results']['delta-psnr'][0]:+.2f}"
+    rate = 100 * new["attacks"]["worst-bpp"]["results"]["delta-bpp"][0] / new["results"]["bpp"][0]
+    assert cells[6] == f"{rate:+.1f} %"
+    with pytest.raises(SystemExit):
+        viz.main(["protocols", str(a)])
