@@ -616,6 +616,7 @@ class _Loop:
             best = self._judge(x, self.best_all, idx, to_uint8)
             use = _better(best["score"], best["held"], final["score"], final["held"])
             use &= torch.tensor([b in active for b in idx], device=dev)
+            use &= self.best_it >= 0  # a sample that never had a candidate keeps its final
             for k in ("score", "held", "bpp", "psnr"):
                 final[k] = torch.where(use, best[k], final[k])
             final["x_adv"] = torch.where(_bview(use), best["x_adv"], final["x_adv"])

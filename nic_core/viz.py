@@ -128,11 +128,13 @@ def plot_rd(results_list, ax=None, attacks: Optional[List[str]] = None, title: s
     return fig
 
 
-def plot_attack_deltas(results_list, axes=None):
-    """Bars per model: PSNR change under the psnr attack, rate change (%) under the bpp attack.
+def plot_attack_deltas(results_list, axes=None, psnr_kind: str = "psnr", bpp_kind: str = "bpp"):
+    """Bars per model: PSNR change under the psnr attack, rate change (%) under the bpp attack,
+    with the standard error over images as error bars (when the results have it).
 
     The two numbers the paper's attacks aim at (real bitstreams, means over the images), so
     models at different clean rate-distortion points can still be compared on robustness.
+    ``psnr_kind`` / ``bpp_kind`` choose the blocks (e.g. ``worst-psnr``, ``worst-bpp``).
     """
     results = _results_list(results_list)
     if axes is None:
@@ -145,12 +147,20 @@ def plot_attack_deltas(results_list, axes=None):
         v = res.get(key, [None])[-1]
         return float("nan") if v is None else float(v)
 
-    dpsnr = [block(r, "psnr", "delta-psnr") for r in results]
-    dbpp = [100 * block(r, "bpp", "delta-bpp") / r["results"]["bpp"][-1] for r in results]
+    def se(r, kind, key, scale=1.0):
+        v = (r.get("attacks", {}).get(kind, {}).get("stderr") or {}).get(key)
+        return 0.0 if v is None else scale * float(v)
+
+    dpsnr = [block(r, psnr_kind, "delta-psnr") for r in results]
+    dbpp = [100 * block(r, bpp_kind, "delta-bpp") / r["results"]["bpp"][-1] for r in results]
+    epsnr = [se(r, psnr_kind, "delta-psnr") for r in results]
+    ebpp = [se(r, bpp_kind, "delta-bpp", 100 / r["results"]["bpp"][-1]) for r in results]
     colors = [f"C{i % 10}" for i in range(len(results))]
-    for ax, vals, label, fmt in ((axes[0], dpsnr, "psnr attack: PSNR change (dB)", "{:+.2f}"),
-                                 (axes[1], dbpp, "bpp attack: rate change (%)", "{:+.1f}")):
-        ax.barh(range(len(vals)), vals, color=colors)
+    for ax, vals, err, label, fmt in (
+            (axes[0], dpsnr, epsnr, f"{psnr_kind}: PSNR change (dB)", "{:+.2f}"),
+            (axes[1], dbpp, ebpp, f"{bpp_kind}: rate change (%)", "{:+.1f}")):
+        ax.barh(range(len(vals)), vals, color=colors, xerr=err if any(err) else None,
+                error_kw={"lw": 0.8, "capsize": 2})
         ax.set_yticks(range(len(vals)), names)
         ax.invert_yaxis()
         ax.axvline(0, color="k", lw=0.8)
@@ -395,7 +405,10 @@ def main(argv=None) -> int:
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"saved {args.plot}")
     if args.deltas:
-        fig = plot_attack_deltas(results)
+        side_kinds = [k for _, k in blocks if k]
+        pk = next((k for k in side_kinds if "psnr" in k), "psnr")
+        bk = next((k for k in side_kinds if "bpp" in k), "bpp")
+        fig = plot_attack_deltas(results, psnr_kind=pk, bpp_kind=bk)
         fig.savefig(args.deltas, dpi=120, bbox_inches="tight")
         print(f"saved {args.deltas}")
     return 0
