@@ -396,14 +396,16 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
 def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attack: str = "psnr",
                     eps: float = 5e-4, iterations: int = 100, quant: str = "ste", seed: int = 0,
                     adversarial: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
-                    progress: bool = True, **attack_kw) -> Dict[str, Any]:
+                    progress: bool = True, tol_db: float = 0.1, tol_rate: float = 0.01,
+                    **attack_kw) -> Dict[str, Any]:
     """Transfer attacks: images attacked on each source model, coded by every target model.
 
     Entry ``[s][t]`` is the mean change (real bitstreams) of target ``t`` under the attack
     crafted on source ``s``; the diagonal is the white-box attack. A target hurt *more* by a
     transferred attack than by the white-box attack on itself (paired per image, the 95 %
-    bootstrap interval of the difference excluding zero) is flagged as likely gradient masking
-    (Athalye et al. 2018): its own gradients mislead the attack.
+    bootstrap interval of the difference excluding zero, and the mean difference at least
+    ``tol_db`` dB or ``tol_rate`` of the target's clean rate) is flagged as likely gradient
+    masking (Athalye et al. 2018): its own gradients mislead the attack.
 
     Args:
         models: ``{name: codec}``, sources and targets alike.
@@ -444,6 +446,7 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
         bar.update(len(items))
     bar.close()
     per: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
+    clean_bpp: Dict[str, float] = {}
     for tgt in names:
         m = models[tgt]
         dev = next(m.parameters()).device
@@ -454,6 +457,7 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
             for n, t in items:
                 x = t[None].to(dev)
                 c = _measure(m, x, x, True)
+                clean_bpp[tgt] = clean_bpp.get(tgt, 0.0) + c["bpp"][0] / len(items)
                 for src in names:
                     a = _measure(m, x, adv_by_source[src][n][None].to(dev), True)
                     per.setdefault(src, {}).setdefault(tgt, {})[n] = {
@@ -475,7 +479,8 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
                 continue
             diffs = [sign * (per[src][tgt][n][key] - own[n][key]) for n in own]
             ci = stats.bootstrap_ci(diffs)
-            if ci["hi"] < 0:
+            tol = tol_db if side == "psnr" else tol_rate * clean_bpp[tgt]
+            if ci["hi"] < 0 and ci["mean"] <= -tol:
                 masking.append({"target": tgt, "source": src, "key": key,
                                 "transfer": _mean(per[src][tgt][n][key] for n in own),
                                 "white-box": _mean(own[n][key] for n in own),
@@ -485,7 +490,8 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
               f"{f['source']!r} ({f['key']} {f['transfer']:+.3f}) than by the white-box attack "
               f"on itself ({f['white-box']:+.3f})")
     return _plain({"attack": attack, "eps": eps, "iterations": it, "quant": q, "models": names,
-                   **mat, "per_image": per, "masking": masking})
+                   **mat, "clean-bpp": clean_bpp, "tol_db": tol_db, "tol_rate": tol_rate,
+                   "per_image": per, "masking": masking})
 
 
 def saturation(model: torch.nn.Module, images: Images, attack: str = "psnr",

@@ -166,11 +166,12 @@ def plot_attack_deltas(results_list, axes=None, psnr_kind: str = "psnr", bpp_kin
         ax.axvline(0, color="k", lw=0.8)
         ax.set_title(label, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-        for i, v in enumerate(vals):
-            if v == v:
-                ax.text(v, i, " " + fmt.format(v) + " ", va="center",
+        for i, (v, e) in enumerate(zip(vals, err)):
+            if v == v:  # the label beyond the error bar
+                ax.text(v + (e if v >= 0 else -e), i, " " + fmt.format(v) + " ", va="center",
                         ha="left" if v >= 0 else "right", fontsize=8)
-        lo, hi = min([0] + [v for v in vals if v == v]), max([0] + [v for v in vals if v == v])
+        ends = [v + (e if v >= 0 else -e) for v, e in zip(vals, err) if v == v]
+        lo, hi = min([0] + ends), max([0] + ends)
         pad = 0.25 * (hi - lo or 1)
         ax.set_xlim(lo - (pad if lo < 0 else 0), hi + (pad if hi > 0 else 0))
     axes[1].set_yticklabels([])
@@ -221,18 +222,23 @@ def table1_markdown(results_list, attacks=TABLE1_BLOCKS, stderr: bool = False) -
     return "\n".join([head, sep, *rows])
 
 
-def differences_markdown(results_list, ref: str, attacks=TABLE1_BLOCKS) -> str:
+def differences_markdown(results_list, ref: str, attacks=TABLE1_BLOCKS,
+                         deltas: bool = False) -> str:
     """Paired per-image differences to the row named ``ref``: PSNR change (dB) and rate change
     (bpp) under each block, mean and 95 % bootstrap interval; ``≈0`` marks an interval that
-    contains zero (no ranking)."""
+    contains zero (no ranking). ``deltas``: compare the attacks' *damage* (attacked minus
+    clean, per image) instead of the attacked values, i.e. robustness apart from the clean
+    operating point."""
     from .stats import paired_difference
 
     results = _results_list(results_list)
     base = next((r for r in results if r.get("name") == ref), None)
     if base is None:
         raise ValueError(f"no results named {ref!r}; have {[r.get('name') for r in results]}")
-    head = ("| model - " + ref + " | " + " | ".join(f"{a} bpp | {a} PSNR" for a, _ in attacks)
-            + " |")
+    what = ("d{}" if deltas else "{}")
+    head = ("| model - " + ref + " | " + " | ".join(
+        f"{a} {what.format('bpp') if k else 'bpp'} | {a} {what.format('PSNR') if k else 'PSNR'}"
+        for a, k in attacks) + " |")
     sep = "|---|" + "---:|" * (2 * len(attacks))
     rows = []
     for r in results:
@@ -240,7 +246,9 @@ def differences_markdown(results_list, ref: str, attacks=TABLE1_BLOCKS) -> str:
             continue
         cells = []
         for _, kind in attacks:
-            for key, d in (("bpp", 3), ("psnr-rgb", 2)):
+            keys = (("delta-bpp", 3), ("delta-psnr", 2)) if deltas and kind else \
+                (("bpp", 3), ("psnr-rgb", 2))
+            for key, d in keys:
                 try:
                     c = paired_difference(base, r, kind, key)
                 except ValueError:
@@ -348,14 +356,21 @@ def plot_transfer(matrix, key: str = "delta-psnr", ax=None):
     im = ax.imshow(vals, cmap="viridis" if key == "delta-psnr" else "magma_r")
     for i in range(len(names)):
         for j in range(len(names)):
+            light = sum(im.cmap(im.norm(vals[i][j]))[:3]) > 1.8  # dark text on light cells
             ax.text(j, i, f"{vals[i][j]:+.2f}" if key == "delta-psnr" else f"{vals[i][j]:+.3f}",
-                    ha="center", va="center", color="w", fontsize=8)
+                    ha="center", va="center", color="k" if light else "w", fontsize=8)
+    for f in matrix.get("masking", []):  # flagged: hurt more by this transfer than white-box
+        if f.get("key") == key:
+            i, j = names.index(f["source"]), names.index(f["target"])
+            ax.add_patch(plt.Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
+                                       ec="red", lw=2))
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("coded by (target)")
     ax.set_ylabel("attack crafted on (source)")
     unit = "dB" if key == "delta-psnr" else "bpp"
-    ax.set_title(f"{matrix['attack']} transfer: {key} ({unit})", fontsize=9)
+    ax.set_title(f"{matrix['attack']} transfer: {key} ({unit}); red: hurt more than by "
+                 "its own white-box attack", fontsize=8)
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return ax.figure
 
@@ -380,6 +395,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stderr", action="store_true", help="cells as mean ± standard error")
     ap.add_argument("--vs", default=None, metavar="NAME",
                     help="also print paired differences to this row with 95 %% bootstrap CIs")
+    ap.add_argument("--diff-only", action="store_true", help="with --vs: only the differences")
+    ap.add_argument("--damage", action="store_true",
+                    help="with --vs: compare attacked minus clean (robustness), not attacked values")
     args = ap.parse_args(argv)
     blocks = blocks_for(args.attacks)
     if args.command == "protocols":
@@ -396,10 +414,12 @@ def main(argv=None) -> int:
             ap.error(f"--names has {len(names)} names for {len(results)} results")
         results = [{**r, "name": n} for r, n in zip(results, names)]
     results = comparable(results)
-    print(table1_markdown(results, blocks, stderr=args.stderr))
+    if not (args.vs and args.diff_only):
+        print(table1_markdown(results, blocks, stderr=args.stderr))
     if args.vs:
-        print()
-        print(differences_markdown(results, args.vs, blocks))
+        if not args.diff_only:
+            print()
+        print(differences_markdown(results, args.vs, blocks, deltas=args.damage))
     if args.plot:
         fig = plot_rd(results, title="clean and attacked (real bpp)")
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
