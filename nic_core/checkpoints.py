@@ -112,7 +112,18 @@ def _cast_state(state: Any, dtype) -> Any:
     return state
 
 
-def pack(run_dir, out_dir) -> Dict[str, Path]:
+def finished(path) -> Dict[str, Any]:
+    """Whether the checkpoint's run reached its ``budget`` (in steps or epochs)."""
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.get("config", {})
+    unit, budget = cfg.get("budget_unit", "steps"), cfg.get("budget")
+    done = ckpt.get("step" if unit == "steps" else "epoch", 0)
+    ok = budget is not None and done >= budget
+    return {"finished": ok, "message": f"{path}: {'finished' if ok else 'not finished'} "
+            f"({unit[:-1]} {done:g} of {budget})"}
+
+
+def pack(run_dir, out_dir, with_resume: bool = True) -> Dict[str, Path]:
     """Split ``run_dir/checkpoint.pt`` into files fit to commit under ``out_dir``:
 
     * ``model.pt``: weights with their CDF tables, step, config (what :func:`load_model`,
@@ -120,6 +131,8 @@ def pack(run_dir, out_dir) -> Dict[str, Path]:
     * ``resume.pt``: optimisers (moments in bfloat16: half the size, resuming stays close to
       but is not bit-identical with an uninterrupted run), RNG state, step;
     * ``history.jsonl.gz`` (when the run has a history), and ``SHA256SUMS``.
+
+    ``with_resume=False`` (a finished run): no ``resume.pt``; an old one there is removed.
     """
     import gzip
     import hashlib
@@ -131,8 +144,11 @@ def pack(run_dir, out_dir) -> Dict[str, Path]:
     resume = {"format": ckpt.get("format"), "step": ckpt["step"], "rng": ckpt["rng"],
               "optimizer": _cast_state(ckpt["optimizer"], torch.bfloat16),
               "aux_optimizer": ckpt["aux_optimizer"]}
-    files = {"model": atomic_torch_save(model, out_dir / "model.pt"),
-             "resume": atomic_torch_save(resume, out_dir / "resume.pt")}
+    files = {"model": atomic_torch_save(model, out_dir / "model.pt")}
+    if with_resume:
+        files["resume"] = atomic_torch_save(resume, out_dir / "resume.pt")
+    elif (out_dir / "resume.pt").exists():  # a finished run: a stale resume state would mislead
+        (out_dir / "resume.pt").unlink()
     hist = run_dir / "history.jsonl"
     if hist.is_file():
         files["history"] = out_dir / "history.jsonl.gz"
@@ -169,16 +185,25 @@ def unpack(packed_dir, run_dir) -> Path:
 
 
 def main(argv=None) -> int:
-    """``python -m nic_core.checkpoints pack RUN_DIR OUT_DIR`` / ``unpack OUT_DIR RUN_DIR``."""
+    """``python -m nic_core.checkpoints pack RUN_DIR OUT_DIR [--final]`` / ``unpack OUT_DIR RUN_DIR``
+    / ``finished RUN_DIR`` (exit status 0 when the run reached its budget, else 1)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m nic_core.checkpoints", description=main.__doc__)
-    ap.add_argument("command", choices=["pack", "unpack"])
+    ap.add_argument("command", choices=["pack", "unpack", "finished"])
     ap.add_argument("src")
-    ap.add_argument("dst")
+    ap.add_argument("dst", nargs="?")
+    ap.add_argument("--final", action="store_true",
+                    help="pack: weights and history only (no resume.pt), for a finished run")
     args = ap.parse_args(argv)
+    if args.command == "finished":
+        state = finished(Path(args.src) / "checkpoint.pt")
+        print(state["message"])
+        return 0 if state["finished"] else 1
+    if args.dst is None:
+        ap.error(f"{args.command} needs a destination folder")
     if args.command == "pack":
-        for k, p in pack(args.src, args.dst).items():
+        for k, p in pack(args.src, args.dst, with_resume=not args.final).items():
             print(f"{k}: {p} ({p.stat().st_size / 1e6:.1f} MB)")
     else:
         print(f"restored {unpack(args.src, args.dst)}")

@@ -70,7 +70,10 @@ COMMON: Dict[str, Spec] = {
 }
 
 STAGE: Dict[str, Dict[str, Spec]] = {
-    "pretrain": {},
+    "pretrain": {
+        "init": (str, None, None, "start from this codec's weights (fine-tune another rate "
+                 "point from a trained codec; None: from scratch)"),
+    },
     "teacher": {
         "pretrained": (str, "runs/smoke/01_pretrain/checkpoint.pt", None,
                        "pretrained checkpoint (notebook 01)"),
@@ -89,6 +92,10 @@ STAGE: Dict[str, Dict[str, Spec]] = {
         "smooth_terms": (str, "bpp,y", None, "smooth_loss terms"),
         "smooth_method": (str, "fused", lambda v: v in ("fused", "fast", "exact"),
                           "smooth_loss implementation (losses.smooth_loss)"),
+        "teacher_rate": (str, "noise", lambda v: v in ("noise", "round"),
+                         "quantisation of the teacher's bpp_tc in R_loss: noise (the student's "
+                         "proxy, no offset) or round (the real rate, which lies below the proxy: "
+                         "python -m nic_core.diagnostics rate-proxy)"),
         "n_p": (int, 5, _pos[0], "psnr attack iterations (paper 200)"),
         "n_b": (int, 5, _pos[0], "bpp attack iterations (paper 100)"),
         "batch_mix": (str, "psnr,bpp,clean", None, "per-sample role in each batch"),
@@ -105,7 +112,7 @@ STAGE_DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 
 _IPY = {"In", "Out", "exit", "quit", "get_ipython", "open"}
-NULLABLE = {"N", "M", "data_root", "pretrained", "teacher"}
+NULLABLE = {"N", "M", "data_root", "pretrained", "teacher", "init"}
 
 
 def schema(stage: str) -> Dict[str, Spec]:

@@ -65,9 +65,23 @@ def load_required(cfg: Dict[str, Any], key: str, device) -> torch.nn.Module:
 
 
 def build_student(cfg: Dict[str, Any], device) -> torch.nn.Module:
-    if cfg["stage"] == "pretrain":
-        return build_model(cfg["model"], quality=cfg["quality"], N=cfg["N"], M=cfg["M"]).to(device)
-    return load_required(cfg, "pretrained", device)
+    """The model a stage trains: a new codec, ``init``'s weights (pretraining another rate point)
+    or the ``pretrained`` checkpoint (Stages I and II). An existing run_dir checkpoint then
+    replaces the weights when resuming (``trainers.train``)."""
+    if cfg["stage"] != "pretrain":
+        return load_required(cfg, "pretrained", device)
+    model = build_model(cfg["model"], quality=cfg["quality"], N=cfg["N"], M=cfg["M"]).to(device)
+    if cfg.get("init"):
+        if not Path(cfg["init"]).is_file():
+            raise FileNotFoundError(f"init checkpoint {cfg['init']!r} not found")
+        start = checkpoints.load_model(cfg["init"], device=device)
+        theirs, ours = dict(start.named_parameters()), dict(model.named_parameters())
+        wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+        if wrong:
+            raise ValueError(f"init {cfg['init']!r} does not fit model={cfg['model']!r} N={cfg['N']}"
+                             f" M={cfg['M']}: {len(wrong)} tensors differ, e.g. {wrong[:3]}")
+        model = start.train()
+    return model
 
 
 def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list]:

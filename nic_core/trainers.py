@@ -15,7 +15,8 @@ Objectives (see :func:`make_objective`):
 * ``teacher`` (Stage I): RD loss + alpha * smooth_loss (eq. 2).
 * ``pkdt`` (Stage II): per batch, psnr-attack one part and bpp-attack another against the current
   student in one batched call; loss = D_loss + alpha * |bpp_tc - bpp_ft| + beta * smooth_loss
-  (eq. 3-5) with the teacher's bpp on the *clean* inputs.
+  (eq. 3-5) with the teacher's bpp on the *clean* inputs, estimated like the student's (noise
+  proxy; ``teacher_rate``).
 * ``adv`` (plain adversarial training) and ``ma2023`` (Chen & Ma's fine-tuning defence): the same
   attacked batch, RD loss on it, no teacher.
 """
@@ -331,8 +332,8 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
         out, g = noisy_forward(model, x_new, use_smooth)
         if method in ("adv", "ma2023"):
             return losses.rd_loss(out, x_new, cfg["lmbda"])
-        with torch.no_grad():
-            bpp_tc = codec_forward(teacher, x, "round")["bpp"]
+        with torch.no_grad():  # same rate estimator as bpp_ft unless told otherwise (offset)
+            bpp_tc = codec_forward(teacher, x, cfg.get("teacher_rate", "noise"))["bpp"]
         sm = smooth(model, x_new, out, g) if use_smooth else None
         return losses.pkdt_loss(out, x_new, bpp_tc, alpha=cfg["alpha"], beta=cfg["beta"],
                                 smooth=sm["loss"] if sm is not None else None)

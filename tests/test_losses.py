@@ -402,3 +402,18 @@ def test_pkdt_rate_gradient_reaches_student_only(x):
     assert all(p.grad is None for p in teacher.parameters())
     assert student.g_s[0].weight.grad.abs().sum() > 0  # D_loss trains the decoder
 
+
+
+def test_rate_proxy_offset_is_the_mean_paired_difference(smoke_model, kodak_small):
+    """diagnostics.rate_proxy_offset: noise-proxy minus rounded rate, per patch, with the same
+    noise sample as a direct call (one generator, fixed seed)."""
+    from nic_core import diagnostics
+    from nic_core.models import codec_forward
+    batches = [kodak_small[:1], kodak_small[1:]]
+    r = diagnostics.rate_proxy_offset(smoke_model, batches, seed=5)
+    g = torch.Generator().manual_seed(5)
+    d = [float(codec_forward(smoke_model, b, "noise", generator=g)["bpp"][0]
+               - codec_forward(smoke_model, b, "round")["bpp"][0]) for b in batches]
+    assert r["n"] == 2 and r["offset"] == pytest.approx(sum(d) / 2, rel=1e-5)
+    assert r["bpp_noise"] - r["bpp_round"] == pytest.approx(r["offset"], rel=1e-5)
+    assert r["offset_ci95"][0] <= r["offset"] <= r["offset_ci95"][1]

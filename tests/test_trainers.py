@@ -156,10 +156,13 @@ def test_stage2_teacher_sees_clean_student_sees_attacked(monkeypatch):
         return out
     monkeypatch.setattr(trainers, "codec_forward", spy)
     x = torch.rand(3, 3, 64, 64)
+    make_objective(_pkdt_cfg("unused", teacher_rate="round"), teacher)(student, x)
+    assert [c[2] for c in calls if c[0] is teacher] == ["round"]  # the old estimator, on request
+    calls.clear()
     terms = make_objective(_pkdt_cfg("unused"), teacher)(student, x)
     (t_model, t_in, t_quant, t_out), = [c for c in calls if c[0] is teacher]
     (s_model, s_in, s_quant, s_out), = [c for c in calls if c[0] is student]
-    assert t_quant == "round" and s_quant == "noise"
+    assert t_quant == "noise" and s_quant == "noise"  # one rate estimator on both sides of eq. 4
     torch.testing.assert_close(t_in, x)                       # teacher: the clean batch
     assert (s_in[:2] - x[:2]).pow(2).mean() > 1e-5            # x1*, x2*: attacked ...
     assert ((s_in[:2] - x[:2]).pow(2).flatten(1).mean(1) <= 1e-3).all()  # ... within eps
@@ -251,6 +254,32 @@ def test_pack_unpack_resumes_close_to_uninterrupted(tmp_path, tiny_data):
     assert [r["loss"] for r in hist_c] == pytest.approx([r["loss"] for r in hist_a], rel=1e-2)
     with pytest.raises(ValueError, match="newer"):  # never overwrite a more advanced run
         checkpoints.unpack(tmp_path / "packed", tmp_path / "a")
+    assert not checkpoints.finished(tmp_path / "packed" / "model.pt")["finished"]  # step 3 of 6
+    assert checkpoints.finished(tmp_path / "a" / "checkpoint.pt")["finished"]
+    files = checkpoints.pack(tmp_path / "a", tmp_path / "packed", with_resume=False)
+    assert set(files) == {"model", "history"}  # a finished run: no stale resume state left
+    assert not (tmp_path / "packed" / "resume.pt").exists()
+    assert checkpoints.main(["finished", str(tmp_path / "c")]) == 0
+
+
+def test_init_starts_a_rate_point_from_a_trained_codec(smoke_run_dir, tmp_path):
+    """Pretraining with ``init`` starts from that codec's weights (fine-tuning another lmbda);
+    a codec of another size is refused, naming what differs."""
+    from nic_core import runs
+    ck = str(smoke_run_dir / "checkpoint.pt")
+    cfg = {**config.defaults("pretrain", N=48, M=64, init=ck, lmbda=0.0483,
+                             run_dir=str(tmp_path)), "stage": "pretrain"}
+    model = runs.build_student(cfg, "cpu")
+    ref = checkpoints.load_model(ck)
+    assert model.training
+    for k, v in ref.named_parameters():
+        torch.testing.assert_close(dict(model.named_parameters())[k], v, msg=k)
+    with pytest.raises(ValueError, match="does not fit model='hyper' N=32"):
+        runs.build_student({**cfg, "N": 32}, "cpu")
+    with pytest.raises(FileNotFoundError, match="init checkpoint"):
+        runs.build_student({**cfg, "init": str(tmp_path / "none.pt")}, "cpu")
+    fresh = runs.build_student({**cfg, "init": None}, "cpu")
+    assert not torch.equal(fresh.g_a[0].weight, model.g_a[0].weight)
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tmp_path, tiny_data):

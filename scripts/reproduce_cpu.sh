@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The CPU reproduction (issue 9): strong codecs at three rate points, Stage I and Stage II at
+# the middle one, protocol-2 evaluation of every model, the JPEG curve, then the figures.
+#
+#   scripts/reproduce_cpu.sh            # every step, in order (make reproduce-cpu)
+#   scripts/reproduce_cpu.sh STEP ...   # only these steps (see STEPS below)
+#
+# Resumable and idempotent: a step whose committed output exists is skipped (a model is done
+# when models/cpu/NAME has model.pt and no resume.pt; an evaluation when its results file
+# exists); an interrupted training (SIGTERM, Ctrl-C) is packed with its resume state and
+# continues on the next call, also on a fresh clone. Run two invocations with different STEPs
+# side by side to use two cores (THREADS=1 each, the default).
+#
+# Time on one core of the 2-core machine: hyper-q4 from scratch ~2.5 h, hyper-q2 / hyper-q6
+# ~35 min each (fine-tuned from hyper-q4), teacher ~10 min, each Stage II run ~17 min, each
+# protocol-2 evaluation ~15 min: about 6.5 core-hours, ~3.5 h on two cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+T=${THREADS:-1}
+export NIC_DATA=${NIC_DATA:-../shared/data}
+EVAL=params/cpu/eval_protocol2.yaml
+STEPS=(q4 q2 q6 teacher pkdt adv ma2023 eval-q4 eval-q2 eval-q6 eval-teacher eval-pkdt
+       eval-adv eval-ma2023 jpeg figures)
+
+is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
+
+# train NAME STAGE PARAMS [-p k v ...]: resume from the packed state, train, pack.
+train() {
+  local name=$1 stage=$2 params=$3; shift 3
+  if is_done "$name"; then echo "== $name: done (models/cpu/$name)"; return; fi
+  local run=runs/cpu/$name
+  if [ -f "models/cpu/$name/resume.pt" ]; then
+    $PY -m nic_core.checkpoints unpack "models/cpu/$name" "$run" || true  # keeps a newer one
+  fi
+  echo "== $name: training ($stage, $params)"
+  $PY -m nic_core.runs "$stage" -f "$params" -p threads "$T" -p progress false \
+    -p run_dir "$run" "$@" --no-eval
+  if $PY -m nic_core.checkpoints finished "$run"; then
+    $PY -m nic_core.checkpoints pack "$run" "models/cpu/$name" --final
+  else
+    $PY -m nic_core.checkpoints pack "$run" "models/cpu/$name"
+    echo "== $name: interrupted; packed with its resume state (run again to continue)"
+    exit 0
+  fi
+}
+
+# evaluate NAME LABEL: protocol-2 evaluation of models/cpu/NAME (needs the finished model).
+evaluate() {
+  local name=$1 label=$2 out=results/cpu/$1/metrics_p2.json
+  if [ -f "$out" ]; then echo "== $out: exists"; return; fi
+  if ! is_done "$name"; then echo "== $name: not trained yet, evaluation skipped"; return; fi
+  echo "== evaluating $name ($EVAL)"
+  mkdir -p "runs/cpu/$name"
+  $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" --eval-only "models/cpu/$name/model.pt" \
+    --out "$out" --name "$label" --adversarial "runs/cpu/$name/adv_p2.pt"
+}
+
+run_step() {
+  case $1 in
+    q4) train hyper-q4 pretrain params/cpu/01_pretrain_hyper-q4.yaml ;;
+    q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
+    q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
+    teacher) train hyper-q4-teacher teacher params/cpu/hyper-q4/02_teacher.yaml ;;
+    pkdt|adv|ma2023)
+      local teacher=models/cpu/hyper-q4-teacher/model.pt
+      train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$1" -p teacher "$teacher" ;;
+    eval-q4) evaluate hyper-q4 "pretrained (q4)" ;;
+    eval-q2) evaluate hyper-q2 "pretrained (q2)" ;;
+    eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
+    eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
+    eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
+    eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
+    eval-ma2023) evaluate hyper-q4-ma2023 "Ma2023" ;;
+    jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
+            --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
+    figures) make figures ;;
+    *) echo "unknown step $1; steps: ${STEPS[*]}" >&2; exit 2 ;;
+  esac
+}
+
+for s in "${@:-${STEPS[@]}}"; do run_step "$s"; done
