@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 # Parameter set for `make pipeline`: smoke (= the notebooks' defaults), cpu or paper
 # (params/<set>/<notebook>.yaml; a notebook without a file there runs with its defaults)
 PARAMS ?= smoke
-NOTEBOOKS := 01_pretrain 02_teacher 03_pkdt 06_attack_explorer
+NOTEBOOKS := 01_pretrain 02_teacher 03_pkdt 04_ablations 06_attack_explorer
 PYTEST_ARGS ?=
 
-.PHONY: setup pipeline test test-browser bench notebooks clean
+.PHONY: setup pipeline test test-browser bench figures reproduce-cpu reproduce-paper clean
 
 setup: $(VENV)/.installed
 
@@ -43,9 +43,20 @@ bench: setup
 	$(PY) -m nic_core.bench attacks
 	$(PY) -m nic_core.bench training
 
-# Regenerate the notebooks from notebooks/build_notebooks.py
-notebooks: setup
-	$(PY) notebooks/build_notebooks.py
+# Every README figure and table from the committed results (notebooks/05_figures.ipynb, headless;
+# a minute): figures/*.png|pdf and results/cpu/tables/*. Missing results are named with their command.
+figures: setup
+	@mkdir -p runs
+	$(VENV)/bin/papermill notebooks/05_figures.ipynb runs/05_figures.ipynb --cwd . -k python3
+
+# The whole CPU reproduction (issue 9), resumable step by step: scripts/reproduce_cpu.sh
+# (about 6.5 core-hours on the 2-core machine; run `scripts/reproduce_cpu.sh STEP` to do a part)
+reproduce-cpu: setup
+	scripts/reproduce_cpu.sh
+
+# The paper's configuration on a GPU (params/paper/; see the README for its cost)
+reproduce-paper: setup
+	$(MAKE) pipeline PARAMS=paper
 
 clean:
 	rm -rf runs test-output .pytest_cache

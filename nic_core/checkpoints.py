@@ -9,7 +9,9 @@ saving (stale tables are a known CompressAI trap after fine-tuning).
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -19,6 +21,11 @@ import torch
 from .models import model_from_state_dict
 
 FORMAT = "nic_core/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: empty, truncated, foreign or unsafe (the message
+    names the file and what to do)."""
 
 
 def rng_state() -> Dict[str, Any]:
@@ -53,6 +60,27 @@ def atomic_torch_save(obj: Any, path) -> Path:
     return path
 
 
+def check_writable(folder, need_bytes: int = 200 * 2 ** 20) -> Path:
+    """Fail before any work when ``folder`` cannot hold checkpoints: not creatable, not
+    writable, or less than ``need_bytes`` free (a checkpoint is written next to the old one
+    before replacing it)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"run folder {folder} is not writable ({e.strerror}): choose "
+                              "another run_dir, or fix its permissions") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise OSError(f"run folder {folder}: only {free / 2**20:.0f} MiB free on its disk, "
+                      f"{need_bytes / 2**20:.0f} MiB needed for checkpoints: free space or "
+                      "choose another run_dir")
+    return folder
+
+
 def save_checkpoint(path, model, config: Dict[str, Any], optimizer=None, aux_optimizer=None,
                     step: int = 0, epoch: int = 0, extra: Optional[Dict[str, Any]] = None) -> Path:
     """Update the CDFs (force) and write a plain-dict checkpoint atomically."""
@@ -77,9 +105,32 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): a copy or download that did not "
+                              "finish; copy it again, or delete it to start the run afresh")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e) and "GLOBAL" not in str(e):
+            raise CheckpointError(f"{path} ({size} bytes) is not a readable PyTorch checkpoint: "
+                                  "it is truncated or corrupt, or another kind of file. Copy it "
+                                  "again, or delete it to restart the run") from None
+        raise CheckpointError(  # weights_only refused an object whose loading could run code
+            f"{path} was refused: it holds Python objects other than tensors and plain values, "
+            "and unpickling them could run arbitrary code. "
+            "Load only checkpoints written by nic_core or CompressAI; never pass "
+            "weights_only=False for a file you did not make") from None
+    except Exception as e:  # truncated zip, foreign bytes (KeyError, EOFError, ...)
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable PyTorch checkpoint: it is truncated or "
+            f"corrupt, or another kind of file ({type(e).__name__}: {str(e)[:120]}). Copy it "
+            "again; for a run folder, delete it to restart (packed runs: python -m "
+            "nic_core.checkpoints unpack models/cpu/NAME RUN_DIR)") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a nic_core/CompressAI checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{path} is not a nic_core/CompressAI checkpoint (no "
+                              "'state_dict'): point the parameter at a checkpoint.pt or "
+                              "model.pt written by nic_core")
     return ckpt
 
 

@@ -7,10 +7,11 @@ parameters cell: unknown names, wrong types and out-of-range values become clear
 """
 from __future__ import annotations
 
+import ast
 import difflib
-import types
+import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import yaml
 
@@ -104,22 +105,119 @@ STAGE: Dict[str, Dict[str, Spec]] = {
     },
 }
 
+DEFAULT_CHECKPOINTS = "runs/smoke/01_pretrain/checkpoint.pt,runs/smoke/03_pkdt/checkpoint.pt"
+DEFAULT_EPS_GRID = "0.0001,0.00025,0.0005,0.001,0.002"
+
+
+def _eps_key(eps: float) -> float:
+    """eps as a cache key: 6 significant digits, so 5e-4 and 0.0005000000001 coincide."""
+    return float(f"{float(eps):.6g}")
+
+
+def parse_eps_grid(spec) -> List[float]:
+    """``"0.0001,0.0005"`` (or a list of numbers) -> sorted unique positive floats."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    try:
+        vals = sorted({_eps_key(float(str(v).strip())) for v in items if str(v).strip()})
+    except ValueError:
+        raise ValueError(f"eps_grid must be comma-separated numbers, got {spec!r}") from None
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise ValueError(f"eps_grid must hold positive numbers, got {spec!r}")
+    return vals
+
+
+def _grid_ok(v: str) -> bool:
+    try:
+        parse_eps_grid(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _attack_kind_ok(v: str) -> bool:
+    from .attacks import ATTACKS  # imported here: config stays importable on its own
+    return v in ATTACKS
+
+
+# The attack explorer (notebook 06): its own names, no training parameters.
+EXPLORER: Dict[str, Spec] = {
+    "image": (str, "kodim04", None, "test image (file stem); the first one when absent"),
+    "test_set": (str, "kodak", lambda v: v in ("kodak", "div2k-valid", "samples"), "test set"),
+    "data_root": (str, None, None, "data folder; None: $NIC_DATA, else data/"),
+    "crop": (int, 128, lambda v: v == 0 or v >= 16, "centre crop size in px (0: whole image)"),
+    "attack": (str, "psnr", _attack_kind_ok, "attack kind (nic_core.attacks.ATTACKS)"),
+    "eps": (float, 0.0005, _pos[0], "attack budget: mean squared noise per pixel"),
+    "eps_grid": (str, DEFAULT_EPS_GRID, _grid_ok, "comma-separated eps values of the slider"),
+    "iterations": (int, 20, lambda v: v >= 1, "attack iterations"),
+    "attack_lr": (float, 0.01, _pos[0], "attack step size (Adam lr)"),
+    "attack_quant": (str, "ste", lambda v: v in ("ste", "noise"), "attack gradient path"),
+    "seed": (int, 0, _nonneg[0], "attack seed"),
+    "checkpoints": (str, DEFAULT_CHECKPOINTS, None, "comma-separated checkpoints to compare"),
+    "train_if_missing": (bool, True, None,
+                         "no checkpoint found: train a tiny codec on the spot"),
+    "fallback_steps": (int, 100, lambda v: v >= 1, "training steps of that tiny codec"),
+    "fallback_dir": (str, "runs/smoke/06_explorer_fallback", None,
+                     "run folder of that tiny codec (reused when present)"),
+    "precompute": (bool, True, None, "fill the eps grid in advance (instant slider)"),
+    "device": COMMON["device"],
+    "threads": (int, 0, _nonneg[0], "torch CPU threads (0: leave as is)"),
+    "progress": COMMON["progress"],
+}
+# The figures and tables (notebook 05): read committed results only.
+FIGURES: Dict[str, Spec] = {
+    "root": (str, None, None, "repository root holding results/ (None: this checkout)"),
+    "out_dir": (str, "figures", None, "where the figures go (PNG and PDF), under root"),
+    "tables_dir": (str, "results/cpu/tables", None, "where Tables 1-2 go (CSV, Markdown)"),
+}
+# schemas that stand alone (not COMMON + a stage's own names)
+STANDALONE: Dict[str, Dict[str, Spec]] = {"explorer": EXPLORER, "figures": FIGURES}
+
+# Table 2 (notebook 04): Stage II variants, each a set of overrides of the pkdt parameters
+ABLATIONS: Dict[str, Dict[str, Any]] = {
+    "best": {},                          # Algorithm 1 as configured
+    "no-smooth": {"beta": 0.0},          # w/o smooth_loss in Stage II
+    "no-dydx": {"smooth_terms": "bpp"},  # w/o dy/dx
+    "no-dbpp": {"smooth_terms": "y"},    # w/o dbpp_main/dx
+}
+
+
+def ablation_list(spec: str) -> Tuple[str, ...]:
+    names = tuple(v.strip() for v in spec.split(",") if v.strip())
+    bad = [v for v in names if v not in ABLATIONS]
+    if not names or bad:
+        raise ValueError(f"variants must name Table 2 rows from {sorted(ABLATIONS)}, got {spec!r}")
+    return names
+
+
+STAGE["ablation"] = {
+    **STAGE["pkdt"],
+    "variants": (str, "no-smooth,no-dydx,no-dbpp", lambda v: bool(ablation_list(v)),
+                 "Table 2 rows to train (nic_core.config.ABLATIONS), each in run_dir/<variant>"),
+    "results_dir": (str, None, None, "also copy each variant's metrics.json to "
+                    "results_dir/<variant>/ (None: only in the run folders)"),
+}
+
 # per-stage defaults that differ from COMMON (paper: fine-tuning starts at lr 5e-5)
 STAGE_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "pretrain": {},
     "teacher": {"run_dir": "runs/smoke/02_teacher", "lr": 5e-5, "budget": 30},
     "pkdt": {"run_dir": "runs/smoke/03_pkdt", "lr": 5e-5, "budget": 20},
+    "ablation": {"run_dir": "runs/smoke/04_ablations", "lr": 5e-5, "budget": 4, "n_p": 2,
+                 "n_b": 2, "eval_limit": 1, "attack_iterations": 5},
 }
 
-_IPY = {"In", "Out", "exit", "quit", "get_ipython", "open"}
-NULLABLE = {"N", "M", "data_root", "pretrained", "teacher", "init"}
+NULLABLE = {"N", "M", "data_root", "pretrained", "teacher", "init", "root", "results_dir"}
 
 
 def schema(stage: str) -> Dict[str, Spec]:
+    """Every parameter of a stage (or of a standalone notebook such as ``explorer``)."""
+    if stage in STANDALONE:
+        return dict(STANDALONE[stage])
     if stage not in STAGE:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGE)}")
+        raise ValueError(f"unknown stage {stage!r}; choose one of "
+                         f"{sorted(STAGE) + sorted(STANDALONE)}")
     merged = {**COMMON, **STAGE[stage]}
-    for k, v in STAGE_DEFAULTS[stage].items():
+    for k, v in STAGE_DEFAULTS.get(stage, {}).items():
         typ, _, check, help_ = merged[k]
         merged[k] = (typ, v, check, help_)
     return merged
@@ -179,17 +277,64 @@ def validate(stage: str, params: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def from_notebook(stage: str, namespace: Dict[str, Any]) -> Dict[str, Any]:
-    """Collect and validate the parameters a notebook defined (call right after its parameters).
+PAPERMILL_MARK = "# Parameters"  # the first line of the cell papermill injects
 
-    Every public, non-module, non-callable global counts as a parameter, so a misspelt ``-p``
-    name (which papermill only warns about) is an error here.
+
+def assigned_names(source: str) -> List[str]:
+    """Names assigned at the top level of a cell's source (``a = 1``, ``a: int = 1``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def injected_names(history: Optional[Iterable[str]]) -> Set[str]:
+    """Names the parameter cells assigned: papermill's injected cell (first line exactly
+    ``# Parameters``) and the notebook's own parameters cell (first line starting with
+    ``# Notebook parameters``), found in IPython's input history ``In``."""
+    names: Set[str] = set()
+    for src in history or ():
+        first = (src or "").lstrip().split("\n", 1)[0].strip()
+        if first == PAPERMILL_MARK or first.startswith("# Notebook parameters"):
+            names.update(assigned_names(src))
+    return names
+
+
+def from_notebook(stage: str, namespace: Dict[str, Any]) -> Dict[str, Any]:
+    """Validate a notebook's parameters (call right after its parameters cell).
+
+    The schema's names are read explicitly from ``namespace`` (the notebook's ``globals()``);
+    nothing else in it is looked at, so re-running this cell after later cells defined other
+    variables is safe. Names assigned in the parameters cells (papermill's injected one,
+    which papermill only warns about, and the notebook's own, both read from IPython's input
+    history ``In``) that the schema does not know are errors, with a suggestion.
     """
-    params = {k: v for k, v in namespace.items()
-              if not k.startswith("_") and k not in _IPY
-              and not isinstance(v, (types.ModuleType, types.FunctionType, type))
-              and not callable(v)}
+    spec = schema(stage)
+    params = {k: namespace[k] for k in spec if k in namespace}
+    for k in sorted(injected_names(namespace.get("In"))):
+        if k not in spec:
+            params[k] = namespace.get(k)
     return validate(stage, params)
+
+
+def parameters_source(stage: str) -> str:
+    """The source of a notebook's parameters cell for ``stage``: every name with its default
+    and help (what ``tests/test_notebooks.py`` compares each notebook's cell with; paste it
+    into the notebook after adding a parameter)."""
+    cfg = defaults(stage)
+    cfg.pop("stage")
+    spec = schema(stage)
+    width = max(len(f"{k} = {v!r}") for k, v in cfg.items())
+    lines = ["# Notebook parameters (smoke-sized defaults; papermill -p NAME VALUE or "
+             "-f params/...yaml)"]
+    lines += [f"{k} = {v!r}".ljust(width + 2) + f"# {spec[k][3]}" for k, v in cfg.items()]
+    return "\n".join(lines)
 
 
 def load_params(path) -> Dict[str, Any]:

@@ -88,6 +88,21 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path("data")
 
 
+def existing_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """:func:`resolve_data_root`, but a folder that was *given* (the argument or ``NIC_DATA``)
+    and does not exist is an error: a typo must not silently train on the fallback photos.
+    Only when nothing was given may ``data/`` be missing (then the fallbacks apply)."""
+    root = resolve_data_root(data_root)
+    given = data_root if data_root not in (None, "") else os.environ.get("NIC_DATA", "")
+    if given and not root.is_dir():
+        source = "data_root" if data_root not in (None, "") else "$NIC_DATA"
+        raise FileNotFoundError(
+            f"data folder {root} (from {source}) does not exist: fix the path, run "
+            f"`python -m nic_core.data download kodak --to {root}` to fetch a data set, or leave "
+            "data_root unset for the bundled scikit-image sample photos")
+    return root
+
+
 # --------------------------------------------------------------------------- decoding
 
 # Errors PIL and its plugins raise for corrupt, truncated or non-image files.
@@ -256,7 +271,7 @@ def find_test_set(name: str = "kodak",
         paths = sample_images("test")
         return paths, (f"scikit-image sample photos ({len(paths)} images: "
                        f"{', '.join(p.stem for p in paths)})")
-    root = resolve_data_root(data_root)
+    root = existing_data_root(data_root)
     if key == "kodak":
         folder = root / "kodak"
         if not _has_images(folder):
@@ -281,7 +296,7 @@ def find_train_set(data_root: str | os.PathLike | None = None) -> tuple[list[Pat
         (paths, description); the fallback description starts with "FALLBACK:" and a
         ``UserWarning`` is issued.
     """
-    folder = resolve_data_root(data_root) / "train"
+    folder = existing_data_root(data_root) / "train"
     if not _has_images(folder):
         return _fallback("the train folder", f"{folder} {_folder_state(folder)}", "train")
     paths = list_images(folder)

@@ -30,7 +30,6 @@ says which notebook makes it and, with ``train_if_missing``, trains a tiny codec
 """
 from __future__ import annotations
 
-import difflib
 import io
 import math
 import time
@@ -40,7 +39,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import attacks as _attacks
-from . import checkpoints, data
+from . import checkpoints, config, data
+from .config import DEFAULT_CHECKPOINTS, _eps_key, parse_eps_grid
 from .metrics import psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
 
@@ -50,8 +50,7 @@ __all__ = ["SCHEMA", "defaults", "validate", "from_notebook", "find_checkpoints"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- parameters
-
-Spec = Tuple[type, Any, Optional[Callable[[Any], bool]], str]
+# One schema for every notebook: the explorer's lives in nic_core.config (EXPLORER).
 
 ATTACK_LABELS = {
     "psnr": "psnr attack (eq. 6)",
@@ -65,9 +64,7 @@ ATTACK_LABELS = {
     "fgsm-bpp": "FGSM, bpp",
     "noise": "random noise",
 }
-
-DEFAULT_CHECKPOINTS = "runs/smoke/01_pretrain/checkpoint.pt,runs/smoke/03_pkdt/checkpoint.pt"
-DEFAULT_EPS_GRID = "0.0001,0.00025,0.0005,0.001,0.002"
+SCHEMA = config.EXPLORER
 
 # notebook that writes the checkpoint of a run folder
 PRODUCED_BY = {"01_pretrain": "notebooks/01_pretrain.ipynb",
@@ -75,95 +72,10 @@ PRODUCED_BY = {"01_pretrain": "notebooks/01_pretrain.ipynb",
                "03_pkdt": "notebooks/03_pkdt.ipynb (after 01_pretrain and 02_teacher)"}
 
 
-def _grid_ok(v: str) -> bool:
-    try:
-        parse_eps_grid(v)
-    except ValueError:
-        return False
-    return True
-
-
-SCHEMA: Dict[str, Spec] = {
-    "image": (str, "kodim04", None, "test image (file stem); the first one when absent"),
-    "test_set": (str, "kodak", lambda v: v in ("kodak", "div2k-valid", "samples"), "test set"),
-    "data_root": (str, None, None, "data folder; None: $NIC_DATA, else data/"),
-    "crop": (int, 128, lambda v: v == 0 or v >= 16, "centre crop size in px (0: whole image)"),
-    "attack": (str, "psnr", lambda v: v in _attacks.ATTACKS,
-               f"attack kind: {', '.join(_attacks.ATTACKS)}"),
-    "eps": (float, 0.0005, lambda v: v > 0, "attack budget: mean squared noise per pixel"),
-    "eps_grid": (str, DEFAULT_EPS_GRID, _grid_ok, "comma-separated eps values of the slider"),
-    "iterations": (int, 20, lambda v: v >= 1, "attack iterations"),
-    "attack_lr": (float, 0.01, lambda v: v > 0, "attack step size (Adam lr)"),
-    "attack_quant": (str, "ste", lambda v: v in ("ste", "noise"), "attack gradient path"),
-    "seed": (int, 0, lambda v: v >= 0, "attack seed"),
-    "checkpoints": (str, DEFAULT_CHECKPOINTS, None, "comma-separated checkpoints to compare"),
-    "train_if_missing": (bool, True, None,
-                         "no checkpoint found: train a tiny codec on the spot"),
-    "fallback_steps": (int, 100, lambda v: v >= 1, "training steps of that tiny codec"),
-    "fallback_dir": (str, "runs/smoke/06_explorer_fallback", None,
-                     "run folder of that tiny codec (reused when present)"),
-    "precompute": (bool, True, None, "fill the eps grid in advance (instant slider)"),
-    "device": (str, "auto", lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
-               "auto, cpu or cuda[:i]"),
-    "threads": (int, 0, lambda v: v >= 0, "torch CPU threads (0: leave as is)"),
-    "progress": (bool, True, None, "show progress bars"),
-}
-NULLABLE = {"data_root"}
-_IPY = {"In", "Out", "exit", "quit", "get_ipython", "open"}
-
-
-def parse_eps_grid(spec) -> List[float]:
-    """``"0.0001,0.0005"`` (or a list of numbers) -> sorted unique positive floats."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    try:
-        vals = sorted({_eps_key(float(str(v).strip())) for v in items if str(v).strip()})
-    except ValueError:
-        raise ValueError(f"eps_grid must be comma-separated numbers, got {spec!r}") from None
-    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise ValueError(f"eps_grid must hold positive numbers, got {spec!r}")
-    return vals
-
-
-def _eps_key(eps: float) -> float:
-    """eps as a cache key: 6 significant digits, so 5e-4 and 0.0005000000001 coincide."""
-    return float(f"{float(eps):.6g}")
-
-
-def _coerce(name: str, value: Any, spec: Spec) -> Any:
-    typ, _default, check, help_ = spec
-    if value is None:
-        if name in NULLABLE:
-            return None
-        raise TypeError(f"parameter {name!r} ({help_}) must not be None")
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if typ is bool and not isinstance(value, bool):
-        raise TypeError(f"parameter {name!r} ({help_}) must be True or False, got {value!r}")
-    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"parameter {name!r} ({help_}) must be an integer, got {value!r}")
-    if not isinstance(value, typ):
-        raise TypeError(f"parameter {name!r} ({help_}) must be {typ.__name__}, "
-                        f"got {type(value).__name__} {value!r}")
-    if check is not None and not check(value):
-        raise ValueError(f"parameter {name!r} ({help_}) has an invalid value {value!r}")
-    return value
-
-
 def validate(params: Dict[str, Any]) -> Dict[str, Any]:
-    """Check names, types and ranges of the explorer's parameters; return all of them."""
-    unknown = [k for k in params if k not in SCHEMA]
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, SCHEMA, n=1) for k in unknown}
-        msg = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-                        for k, h in hints.items())
-        raise ValueError(f"unknown parameter(s) for the attack explorer: {msg}. "
-                         f"Known: {', '.join(sorted(SCHEMA))}")
-    out = {k: s[1] for k, s in SCHEMA.items()}
-    for k, v in params.items():
-        out[k] = _coerce(k, v, SCHEMA[k])
+    """Check names, types and ranges of the explorer's parameters (``config.EXPLORER``)."""
+    out = config.validate("explorer", params)
+    out.pop("stage")
     return out
 
 
@@ -173,18 +85,10 @@ def defaults(**overrides) -> Dict[str, Any]:
 
 
 def from_notebook(namespace: Dict[str, Any]) -> Dict[str, Any]:
-    """Validate the parameters a notebook defined (call right after its parameters cell).
-
-    Like :func:`nic_core.config.from_notebook`: every public global holding a plain value
-    (what papermill injects: str, number, bool, None, list) counts, so a misspelt
-    ``papermill -p`` name (papermill only warns) is an error here. Objects the notebook makes
-    later (``cfg``, the explorer, the widget) are not plain values, so re-running this cell
-    in JupyterLab still works.
-    """
-    params = {k: v for k, v in namespace.items()
-              if not k.startswith("_") and k not in _IPY
-              and (v is None or isinstance(v, (str, int, float, bool, list, tuple)))}
-    return validate(params)
+    """The explorer's parameters from a notebook (:func:`nic_core.config.from_notebook`)."""
+    out = config.from_notebook("explorer", namespace)
+    out.pop("stage")
+    return out
 
 
 # --------------------------------------------------------------------------- models

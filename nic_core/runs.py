@@ -88,8 +88,7 @@ def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list
     """Build (or load) the model, train it for ``stage`` and save into ``cfg["run_dir"]``."""
     cfg = {**cfg, "stage": stage}
     device = setup(cfg)
-    run_dir = Path(cfg["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = checkpoints.check_writable(cfg["run_dir"])
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
     seed_everything(cfg["seed"])  # the initial weights too: two runs of one config are identical
     model = build_student(cfg, device)
@@ -100,6 +99,31 @@ def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list
     dataset = data.ImageFolderDataset(paths, patch_size=cfg["patch_size"], train=True)
     history = train(model, dataset, make_objective(cfg, teacher), cfg, run_dir, device)
     return model, history
+
+
+ABLATION_NAMES = {"best": "best", "no-smooth": "best w/o smooth_loss",
+                  "no-dydx": "best w/o dy/dx", "no-dbpp": "best w/o dbpp_main/dx"}
+
+
+def run_ablations(cfg: Dict[str, Any]) -> list:
+    """Table 2: train and evaluate each Stage II variant of ``cfg["variants"]``
+    (:data:`nic_core.config.ABLATIONS`) in ``run_dir/<variant>``; resumable like every run.
+    With ``results_dir``, each variant's results also go to ``results_dir/<variant>/``."""
+    import shutil
+
+    rows = []
+    pkdt_names = config.schema("pkdt")
+    for v in config.ablation_list(cfg["variants"]):
+        params = {k: val for k, val in {**cfg, **config.ABLATIONS[v]}.items() if k in pkdt_names}
+        vcfg = config.validate("pkdt", {**params, "run_dir": str(Path(cfg["run_dir"]) / v)})
+        print(f"== {v}: {config.ABLATIONS[v] or 'as configured'}")
+        codec, _ = run_training("pkdt", vcfg)
+        rows.append(evaluate_run(codec, vcfg, name=ABLATION_NAMES[v]))
+        if cfg.get("results_dir"):
+            dst = Path(cfg["results_dir"]) / v / "metrics.json"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(vcfg["run_dir"]) / "metrics.json", dst)
+    return rows
 
 
 def test_images(cfg: Dict[str, Any]):
@@ -216,6 +240,9 @@ def main(argv=None) -> int:
         evaluate_run(model, {**cfg, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
                      name=args.name or run_name(run_cfg), out=out, adversarial=args.adversarial)
         print(f"saved {out}")
+        return 0
+    if args.stage == "ablation":
+        run_ablations(cfg)
         return 0
     model, _ = run_training(args.stage, cfg)
     if not args.no_eval:

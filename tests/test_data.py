@@ -288,14 +288,30 @@ def test_sample_images_splits():
         sample_images("val")
 
 
-def test_find_test_set_falls_back_when_root_missing(tmp_path):
-    root = tmp_path / "no_such_root"
+def test_find_test_set_falls_back_when_the_set_is_missing(tmp_path):
+    root = tmp_path / "data_without_kodak"
+    root.mkdir()
     with pytest.warns(UserWarning, match="FALLBACK"):
         paths, desc = find_test_set("kodak", root)
     assert paths == sample_images("test")
     assert desc.startswith("FALLBACK: scikit-image sample photos, not kodak")
     assert not desc.startswith("Kodak")
     assert str(root / "kodak") in desc
+
+
+def test_a_given_data_folder_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    """A typo in data_root (or $NIC_DATA) must not silently evaluate on the fallback photos."""
+    typo = tmp_path / "shraed" / "data"
+    for find in (lambda: find_test_set("kodak", typo), lambda: find_train_set(typo)):
+        with pytest.raises(FileNotFoundError, match=r"data folder .*shraed.* \(from data_root\)"):
+            find()
+    monkeypatch.setenv("NIC_DATA", str(typo))
+    with pytest.raises(FileNotFoundError, match=r"from \$NIC_DATA"):
+        find_test_set("kodak")
+    monkeypatch.delenv("NIC_DATA")
+    monkeypatch.chdir(tmp_path)  # nothing given and no data/ here: the fallback, with a warning
+    with pytest.warns(UserWarning, match="FALLBACK"):
+        find_train_set(None)
 
 
 def test_find_test_set_falls_back_on_empty_folder_and_for_div2k(tmp_path):
@@ -349,6 +365,7 @@ def test_find_train_set(tmp_path):
     _save(tmp_path / "train" / "y.png", _rng_image(8, 8))
     paths, desc = find_train_set(tmp_path)
     assert [p.name for p in paths] == ["x.jpg", "y.png"] and "2 images" in desc
+    (tmp_path / "elsewhere").mkdir()
     with pytest.warns(UserWarning, match="FALLBACK"):
         paths, desc = find_train_set(tmp_path / "elsewhere")
     assert paths == sample_images("train") and desc.startswith("FALLBACK")

@@ -16,7 +16,7 @@ import papermill as pm
 import pytest
 import torch
 
-from nic_core import attacks, data, explorer
+from nic_core import config, attacks, data, explorer
 from nic_core.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,8 +180,9 @@ def test_parameters_are_validated():
     ns = {"eps": 0.001, "In": [], "explorer": explorer, "f": print, "_hidden": 1,
           "cfg": {"eps": 1.0}, "ex": object()}  # what the notebook defines after validation
     assert explorer.from_notebook(ns)["eps"] == 0.001
-    with pytest.raises(ValueError, match="unknown parameter"):
-        explorer.from_notebook({**ns, "budgte": 3})
+    with pytest.raises(ValueError, match="unknown parameter"):  # papermill -p budgte 3
+        explorer.from_notebook({**ns, "budgte": 3, "In": ["# Parameters\nbudgte = 3\n"]})
+    assert explorer.SCHEMA is config.EXPLORER  # one schema: nic_core.config
 
 
 def test_missing_checkpoint_says_which_notebook(tmp_path, monkeypatch):

@@ -324,3 +324,65 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tmp_path, t
     b = checkpoints.load_model(tmp_path / "b" / "checkpoint.pt")
     for k, v in a.state_dict().items():
         torch.testing.assert_close(v, b.state_dict()[k], msg=k)
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "foreign", "no-state-dict"])
+def test_unusable_checkpoint_is_a_clear_error(smoke_run_dir, tmp_path, kind):
+    """Each bad file names itself and says what to do, instead of PyTorch's raw error."""
+    good = (smoke_run_dir / "checkpoint.pt").read_bytes()
+    bad = tmp_path / "checkpoint.pt"
+    if kind == "no-state-dict":
+        torch.save({"weights": torch.zeros(2)}, bad)
+    else:
+        bad.write_bytes({"empty": b"", "truncated": good[:len(good) // 3],
+                         "foreign": b"<html>404 not found</html>"}[kind])
+    with pytest.raises(checkpoints.CheckpointError, match=str(bad).replace(".", r"\.")) as e:
+        checkpoints.load_checkpoint(bad)
+    assert {"empty": "empty", "truncated": "truncated or corrupt", "foreign": "truncated or corrupt",
+            "no-state-dict": "not a nic_core"}[kind] in str(e.value)
+    cfg = _cfg(tmp_path)  # resuming from it fails before any training, with the same message
+    with pytest.raises(checkpoints.CheckpointError):
+        _train(cfg, [torch.rand(3, 64, 64)] * 4)
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """A pickle whose loading would call os.system is refused (weights_only) with a message
+    saying why; the command never runs."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "payload": Evil()}, path)
+    with pytest.raises(checkpoints.CheckpointError, match="could run arbitrary code"):
+        checkpoints.load_checkpoint(path)
+    with pytest.raises(checkpoints.CheckpointError):
+        checkpoints.load_model(path, name="hyper")
+    assert not marker.exists()
+
+
+def test_unwritable_or_full_run_folder_fails_before_training(tmp_path, monkeypatch):
+    import shutil as _shutil
+    from nic_core import runs
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permissions: simulate the OS refusing
+            def refuse(*a, **k):
+                raise PermissionError(13, "Permission denied")
+            monkeypatch.setattr(checkpoints.tempfile, "mkstemp", refuse)
+        cfg = _cfg(ro / "run")
+        with pytest.raises(PermissionError, match=r"run folder .*ro/run is not writable"):
+            runs.run_training("pretrain", cfg)
+    finally:
+        ro.chmod(0o700)
+        monkeypatch.undo()
+    usage = _shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage",
+                        lambda p: usage._replace(free=10 * 2 ** 20))
+    with pytest.raises(OSError, match="only 10 MiB free"):
+        runs.run_training("pretrain", _cfg(tmp_path / "full"))
+    assert not (tmp_path / "full" / "checkpoint.pt").exists()

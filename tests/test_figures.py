@@ -1,0 +1,60 @@
+"""nic_core.figures: tables and figures from results files, missing runs named with their command."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nic_core import figures, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+V1 = {"pretrained-q4": "01_pretrain", "teacher": "02_teacher", "pkdt": "03_pkdt",
+      "adv": "03_adv", "ma2023": "03_ma2023"}
+
+
+@pytest.fixture()
+def root(tmp_path):
+    """A results tree with the committed protocol-2 results of the first CPU models."""
+    for key, folder in V1.items():
+        dst = tmp_path / figures.RUNS[key][0]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "results" / "cpu" / folder / "metrics_p2.json", dst)
+    return tmp_path
+
+
+def test_missing_results_are_named_with_their_command(tmp_path):
+    found, notes = figures.load(tmp_path)
+    assert found == {}
+    assert len(notes) == len(figures.RUNS)
+    assert any("results/cpu/hyper-q4-pkdt/metrics_p2.json" in n and "eval-pkdt" in n
+               for n in notes)
+    built = figures.build(tmp_path, "fig", "tab")
+    assert (tmp_path / "tab" / "table1.md").read_text().startswith("| method | source |")
+    assert any("no Table 1 results" in n for n in built["notes"])
+
+
+def test_table_numbers_are_the_results(root):
+    found, _ = figures.load(root)
+    df = figures.table(found, figures.TABLE1_ROWS, figures.PAPER_TABLE1)
+    r = found["pkdt"]
+    ours = df.loc[("Ours (PKDT)", "ours (CPU)")]
+    assert ours[("clean", "bpp")] == r["results"]["bpp"][0]
+    assert ours[("psnr attack", "psnr")] == r["attacks"]["worst-psnr"]["results"]["psnr-rgb"][0]
+    d = list(stats.per_image_values(r, "worst-psnr", "delta-psnr").values())
+    assert ours[("dPSNR psnr attack (dB)", "mean")] == pytest.approx(sum(d) / len(d))
+    assert ours[("dPSNR psnr attack (dB)", "±")] == pytest.approx(stats.mean_se(d)["se"])
+    paper = df.loc[("Ours (PKDT)", "paper")]
+    assert paper[("psnr attack", "psnr")] == 28.4039
+    assert paper[("dPSNR psnr attack (dB)", "mean")] == pytest.approx(28.4039 - 32.0802)
+    assert ("Ma2023", "paper") not in df.index  # the paper gives no Ma2023 row in Table 1
+
+
+def test_build_draws_every_figure_its_results_allow(root):
+    built = figures.build(root, "fig", "tab")
+    names = {p.name for p in built["written"]}
+    assert {"fig3_rd_cpu.png", "fig3_rd_cpu.pdf", "fig1_summary_cpu.png",
+            "fig5_ma2023_cpu.png"} <= names
+    assert built["found"] == sorted(V1)
+    first = (root / "fig" / "fig3_rd_cpu.pdf").read_bytes()
+    figures.build(root, "fig", "tab")  # no timestamps: a rebuild is byte-identical
+    assert (root / "fig" / "fig3_rd_cpu.pdf").read_bytes() == first
