@@ -100,6 +100,19 @@ def save_checkpoint(path, model, config: Dict[str, Any], optimizer=None, aux_opt
     return atomic_torch_save(ckpt, path)
 
 
+def load_weights(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state_dict)``, first resizing the entropy models' CDF buffers
+    (``_quantized_cdf``, ``_offset``, ``_cdf_length``) to the stored shapes: their length
+    changes with the weights, and CompressAI resizes only empty buffers (a model that was
+    already ``update()``-d, e.g. a loaded pretrained codec, would refuse a later checkpoint)."""
+    own = dict(model.named_buffers())
+    for k, v in state_dict.items():
+        if k.rsplit(".", 1)[-1] in ("_quantized_cdf", "_offset", "_cdf_length") and k in own \
+                and own[k].shape != v.shape:
+            own[k].resize_(v.shape)
+    model.load_state_dict(state_dict)
+
+
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; a clear error when it is missing."""
     path = Path(path)

@@ -48,7 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import attacks as _attacks
-from . import stats
+from . import distributed, stats
 from .metrics import ms_ssim, psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
 
@@ -303,13 +303,18 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
     by_call: Dict[Tuple[str, str], List[str]] = {}  # one batched call per (path, schedule)
     for key, (_, q, _, sch) in specs.items():
         by_call.setdefault((q, sch), []).append(key)
-    total = len(items) * restarts * sum(v[2] for v in specs.values())
+    # under torchrun each rank takes every size-th group of images; rows are gathered below,
+    # so the results equal a single process's (the same groups, seeds and batches)
+    rank, size = distributed.world()
+    mine = list(_groups(items, batch_size))[rank::size]
+    total = sum(map(len, mine)) * restarts * sum(v[2] for v in specs.values())
     try:
         model.eval()
         if real:
             update_entropy_tables(model)
-        bar = tqdm(total=total, desc=f"evaluate {name}", unit="it", disable=not progress)
-        for idx in _groups(items, batch_size):
+        bar = tqdm(total=total, desc=f"evaluate {name}", unit="it",
+                   disable=not progress or rank > 0)
+        for idx in mine:
             x = torch.stack([items[i][1] for i in idx]).to(device)
             n = len(idx)
             clean = _measure(model, x, x, real)
@@ -355,6 +360,14 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
     finally:
         for m, t in modes:
             m.training = t
+    if size > 1:
+        for part in distributed.gather({i: per_image[i] for idx in mine for i in idx}):
+            for i, row in part.items():
+                per_image[i] = row
+        if adversarial is not None:
+            for part in distributed.gather(dict(adversarial)):
+                for key, imgs in part.items():
+                    adversarial.setdefault(key, {}).update(imgs)
 
     blocks = {key: {"eps": _num(eps), "iterations": it, "lr": _num(lr), "quant": q,
                     "kind": kind, "schedule": sch} for key, (kind, q, it, sch) in specs.items()}

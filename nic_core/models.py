@@ -25,6 +25,8 @@ from compressai.ops import compute_padding
 from compressai.zoo import image as zoo_image
 from compressai.zoo.image import cfgs as ZOO_CFGS
 
+from .distributed import unwrap
+
 QUANT_MODES = ("round", "noise", "ste")
 PAD_MULTIPLE = 64  # six stride-2 stages (g_a + h_a)
 
@@ -154,9 +156,10 @@ def codec_forward(model: torch.nn.Module, x: torch.Tensor, quant: str = "round",
     h, w = x.shape[-2:]
     xp, unpad = pad(x)
     captured = {}
-    hook = model.g_a.register_forward_hook(lambda mod, inp, out: captured.__setitem__("y", out))
+    net = unwrap(model)  # a DDP wrapper's forward all-reduces the gradients; hooks go inside
+    hook = net.g_a.register_forward_hook(lambda mod, inp, out: captured.__setitem__("y", out))
     try:
-        with quantization(model, quant, generator):
+        with quantization(net, quant, generator):
             out = model(xp)
     finally:
         hook.remove()

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import yaml
 
-from . import checkpoints, config, data, defenses
+from . import checkpoints, config, data, defenses, distributed
 from .models import build_model
 from .trainers import make_objective, resolve_device, seed_everything, train
 
@@ -48,10 +48,13 @@ def curve_keys(cfg: Dict[str, Any]) -> Tuple[str, ...]:
 
 
 def setup(cfg: Dict[str, Any]) -> torch.device:
-    """Threads and device from the parameters."""
+    """Threads and device from the parameters; under torchrun, join the process group
+    (:mod:`nic_core.distributed`) and take this rank's device."""
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    return resolve_device(cfg["device"])
+    device = resolve_device(cfg["device"])
+    distributed.init_from_env(device)
+    return distributed.local_device(device)
 
 
 def load_required(cfg: Dict[str, Any], key: str, device) -> torch.nn.Module:
@@ -89,7 +92,8 @@ def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list
     cfg = {**cfg, "stage": stage}
     device = setup(cfg)
     run_dir = checkpoints.check_writable(cfg["run_dir"])
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+    if distributed.is_main():
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
     seed_everything(cfg["seed"])  # the initial weights too: two runs of one config are identical
     model = build_student(cfg, device)
     teacher = load_required(cfg, "teacher", device) if stage == "pkdt" and cfg["method"] == "pkdt" \
@@ -168,9 +172,11 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str
         description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
         progress=cfg["progress"], batch_size=cfg["eval_batch"],
         adversarial=adv if adversarial else None)
-    evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
-    if adversarial:
-        checkpoints.atomic_torch_save(adv, adversarial)
+    if distributed.is_main():  # every rank evaluated its shard and holds the gathered rows
+        evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
+        if adversarial:
+            checkpoints.atomic_torch_save(adv, adversarial)
+    distributed.barrier()
     return results
 
 
@@ -230,6 +236,13 @@ def main(argv=None) -> int:
                     "(a .pt file) for python -m nic_core.evaluate transfer")
     args = ap.parse_args(argv)
     cfg = config.validate(args.stage, config.cli_params(args.params, args.p))
+    try:
+        return _main(args, cfg)
+    finally:
+        distributed.shutdown()
+
+
+def _main(args, cfg: Dict[str, Any]) -> int:
     if args.eval_only:
         device = setup(cfg)
         ckpt = checkpoints.load_checkpoint(args.eval_only)
@@ -239,7 +252,8 @@ def main(argv=None) -> int:
         out = Path(args.out or run_dir / f"metrics_{cfg['eval_set']}.json")
         evaluate_run(model, {**cfg, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
                      name=args.name or run_name(run_cfg), out=out, adversarial=args.adversarial)
-        print(f"saved {out}")
+        if distributed.is_main():
+            print(f"saved {out}")
         return 0
     if args.stage == "ablation":
         run_ablations(cfg)

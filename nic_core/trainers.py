@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .models import aux_parameters, codec_forward, net_parameters
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], Dict[str, torch.Tensor]]
@@ -70,8 +70,9 @@ def batch_stream(dataset, batch_size: int, seed: int, start_step: int = 0, rank:
     """Endless batches: a fresh permutation per epoch from ``(seed, epoch)``, drop-last.
 
     Deterministic in the step index, so a resumed run sees the same batches as an uninterrupted
-    one (random crops come from the global torch RNG, saved in the checkpoint). ``rank`` /
-    ``world_size`` shard each epoch's permutation for multi-process training.
+    one, and each item's random crop is seeded by (seed, step, position in the global batch),
+    so ``rank`` / ``world_size`` (which shard each epoch's permutation for multi-process
+    training) change who computes a patch, never the patch.
     """
     n = len(dataset)
     per_epoch = steps_per_epoch(n, batch_size * world_size)
@@ -83,9 +84,15 @@ def batch_stream(dataset, batch_size: int, seed: int, start_step: int = 0, rank:
         if n < batch_size * world_size:  # tiny data sets: sample with replacement
             perm = perm.repeat(math.ceil(batch_size * world_size / n))
         for b in range(pos, per_epoch):
-            idx = perm[b * batch_size * world_size:(b + 1) * batch_size * world_size]
-            idx = idx[rank::world_size]
-            yield torch.stack([dataset[int(i)] for i in idx])
+            idx = perm[b * batch_size * world_size:(b + 1) * batch_size * world_size].tolist()
+            items = []
+            for j in range(rank, len(idx), world_size):
+                # each item's random crop / flips from (seed, step, position in the global
+                # batch): the same patches for any number of processes; other RNG use untouched
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed((seed * 1_000_003 + step) * 4096 + j)
+                    items.append(dataset[int(idx[j])])
+            yield torch.stack(items)
             step += 1
 
 
@@ -114,22 +121,25 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, objective: Objective,
     Returns the objective's terms (plus ``aux_loss``) as floats, or ``None`` when the loss is
     not finite (nothing is updated then).
     """
-    model.train()
+    net = distributed.unwrap(model)  # under DDP, ``model`` is the wrapper (see distributed)
+    net.train()
     terms = objective(model, x)
     loss = terms["loss"]
     net_opt.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
+    if not distributed.all_true(bool(torch.isfinite(loss))):  # every rank skips together
         return None
-    loss.backward()
+    loss.backward()  # DDP all-reduces the net gradients here
     if clip_max_norm > 0:
-        torch.nn.utils.clip_grad_norm_(net_parameters(model), clip_max_norm)
+        torch.nn.utils.clip_grad_norm_(net_parameters(net), clip_max_norm)
     net_opt.step()
     aux_opt.zero_grad(set_to_none=True)
-    aux_loss = model.aux_loss()
+    aux_loss = net.aux_loss()
     aux_loss.backward()
+    distributed.average_grads(aux_parameters(net))
     aux_opt.step()
-    return {"aux_loss": float(aux_loss.detach()),
-            **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}}
+    return distributed.mean_of(
+        {"aux_loss": float(aux_loss.detach()),
+         **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}})
 
 
 def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, Any],
@@ -149,6 +159,11 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
             process had been killed; used to test resume.
     """
     device = device or next(model.parameters()).device
+    rank, world_size = distributed.world()
+    main = rank == 0
+    if cfg["batch_size"] % world_size:
+        raise ValueError(f"batch_size {cfg['batch_size']} (the global batch) must be divisible "
+                         f"by the {world_size} processes")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, hist_path = run_dir / "checkpoint.pt", run_dir / "history.jsonl"
@@ -159,32 +174,41 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
     if cfg.get("resume", True) and ckpt_path.exists():
         ckpt = checkpoints.load_checkpoint(ckpt_path, map_location=device)
         if ckpt.get("stage") == cfg.get("stage", ckpt.get("stage")) and ckpt["optimizer"]:
-            model.load_state_dict(ckpt["state_dict"])
+            checkpoints.load_weights(model, ckpt["state_dict"])
             net_opt.load_state_dict(ckpt["optimizer"])
             aux_opt.load_state_dict(ckpt["aux_optimizer"])
             checkpoints.set_rng_state(ckpt["rng"])
             start = ckpt["step"]
     history = _read_history(hist_path, start)
-    with open(hist_path, "w") as f:  # drop rows logged after the checkpoint we resume from
-        f.writelines(json.dumps(r) + "\n" for r in history)
+    if main:
+        with open(hist_path, "w") as f:  # drop rows logged after the checkpoint we resume from
+            f.writelines(json.dumps(r) + "\n" for r in history)
+    if world_size > 1:  # own crops and noise per rank, reproducible from (seed, rank, step)
+        torch.manual_seed(cfg["seed"] * 1_000_003 + 7919 * rank + start)
+    net, model = model, distributed.wrap(model, [n for n, _ in model.named_parameters()
+                                                 if n.endswith(".quantiles")])
 
     n_total = total_steps(cfg, len(dataset))
     per_epoch = steps_per_epoch(len(dataset), cfg["batch_size"])
     unit = per_epoch if cfg["budget_unit"] == "epochs" else 1
     stop = n_total if stop_after is None else min(n_total, start + stop_after)
-    batches = batch_stream(dataset, cfg["batch_size"], cfg["seed"], start)
+    batches = batch_stream(dataset, cfg["batch_size"] // world_size, cfg["seed"], start,
+                           rank=rank, world_size=world_size)
 
     def save(step):
-        checkpoints.save_checkpoint(ckpt_path, model, cfg, net_opt, aux_opt, step=step,
-                                    epoch=step // per_epoch, extra={"stage": cfg.get("stage")})
+        if main:  # every rank holds the same weights; rank 0 writes, the others wait
+            checkpoints.save_checkpoint(ckpt_path, net, cfg, net_opt, aux_opt, step=step,
+                                        epoch=step // per_epoch, extra={"stage": cfg.get("stage")})
+        distributed.barrier()
 
     from tqdm.auto import tqdm
     bar = tqdm(total=n_total, initial=start, desc=cfg.get("stage", "train"),
-               disable=not cfg.get("progress", True))
+               disable=not (cfg.get("progress", True) and main))
     nan_run, t0 = 0, time.perf_counter()
-    with open(hist_path, "a") as log, _stop_signals() as stop_requested:
+    with open(hist_path if main else os.devnull, "a") as log, _stop_signals() as stop_requested:
         for step in range(start, stop):
-            if stop_requested:
+            if distributed.any_true(bool(stop_requested)):  # all ranks stop at one step
+                stop_requested = stop_requested or ["a signal to another rank"]
                 bar.close()
                 save(step)
                 raise Interrupted(f"{stop_requested[0]} at step {step}: checkpoint saved to "
@@ -215,7 +239,7 @@ def train(model: torch.nn.Module, dataset, objective: Objective, cfg: Dict[str, 
                 save(step + 1)
     bar.close()
     save(stop)
-    model.eval()
+    net.eval()
     return history
 
 
@@ -269,6 +293,10 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
 
     stage = cfg["stage"]
     terms = smooth_terms(cfg.get("smooth_terms", ""))
+    if distributed.world()[1] > 1 and cfg.get("smooth_method", "fused") != "fused" and terms:
+        raise ValueError("under torchrun smooth_loss must reuse the training forward "
+                         "(smooth_method='fused'): a second forward outside DDP would not be "
+                         "all-reduced")
 
     def noisy_forward(model, x, input_grad=False):
         """Training forward whose noise sample smooth_loss can reuse (a shared generator).
@@ -316,14 +344,16 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
         teacher.eval().requires_grad_(False)
 
     def objective(model, x):
-        roles = _split_roles(cfg["batch_mix"], x.shape[0])
+        rank, size = distributed.world()  # this rank's samples of the global batch's roles
+        roles = _split_roles(cfg["batch_mix"], x.shape[0] * size)[rank::size]
         if method == "ma2023":  # Chen & Ma: their attack on every attacked sample
             roles = ["ma2023" if r != "clean" else r for r in roles]
         idx = [i for i, r in enumerate(roles) if r != "clean"]
         x_new = x.clone()
         if idx:
             iters = [cfg["n_b"] if roles[i] == "bpp" else cfg["n_p"] for i in idx]
-            adv = attacks.attack(model, x[idx], kind=[roles[i] for i in idx], eps=cfg["eps"],
+            adv = attacks.attack(distributed.unwrap(model), x[idx],  # no DDP for attacks
+                                 kind=[roles[i] for i in idx], eps=cfg["eps"],
                                  iterations=iters, lr=cfg["attack_lr"],
                                  quant=cfg["attack_quant"], schedule=cfg["attack_schedule"],
                                  seed=int(torch.randint(2**31, ())))

@@ -386,3 +386,53 @@ def test_unwritable_or_full_run_folder_fails_before_training(tmp_path, monkeypat
     with pytest.raises(OSError, match="only 10 MiB free"):
         runs.run_training("pretrain", _cfg(tmp_path / "full"))
     assert not (tmp_path / "full" / "checkpoint.pt").exists()
+
+
+def test_kill_9_loses_at_most_ckpt_every_steps(tmp_path):
+    """A real SIGKILL mid-training (no handler can run): the checkpoint on disk is whole, the
+    rerun resumes from the last periodic checkpoint and finishes the budget."""
+    import signal
+    import time
+    run = tmp_path / "run"
+
+    def args(budget):
+        return [sys.executable, "-m", "nic_core.runs", "pretrain", "-p", "N", "16", "-p", "M",
+                "24", "-p", "patch_size", "64", "-p", "batch_size", "2", "-p", "budget",
+                str(budget), "-p", "ckpt_every", "3", "-p", "threads", "1", "-p", "progress",
+                "false", "-p", "run_dir", str(run), "--no-eval"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(args(400), cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    hist = run / "history.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not hist.exists() or
+                                      len(hist.read_text().splitlines()) < 8):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    logged = len(hist.read_text().splitlines())
+    saved = checkpoints.load_checkpoint(run / "checkpoint.pt")["step"]  # whole, loadable
+    assert saved % 3 == 0 and logged - 3 <= saved <= logged, (saved, logged)
+    budget = saved + 6
+    res = subprocess.run(args(budget), cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(r) for r in hist.read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, budget + 1))  # nothing lost or repeated
+    assert checkpoints.load_checkpoint(run / "checkpoint.pt")["step"] == budget
+
+
+def test_resume_a_run_that_started_from_a_loaded_codec(smoke_run_dir, tmp_path, tiny_data):
+    """Stages I/II start from a loaded (``update()``-d) codec; resuming must accept the run's
+    checkpoint although its CDF tables have other lengths (CompressAI resizes only empty
+    buffers)."""
+    ck = smoke_run_dir / "checkpoint.pt"
+    cfg = {**config.defaults("pretrain", N=48, M=64, patch_size=64, batch_size=2, budget=4,
+                             lr=0.05, progress=False, run_dir=str(tmp_path)), "stage": "pretrain"}
+    train(checkpoints.load_model(ck), tiny_data, make_objective(cfg), cfg, tmp_path, stop_after=2)
+    saved = checkpoints.load_checkpoint(tmp_path / "checkpoint.pt")["state_dict"]
+    start = checkpoints.load_model(ck)
+    differ = [k for k, v in start.named_buffers() if k.endswith("_quantized_cdf")
+              and v.shape != saved[k].shape]
+    assert differ, "the CDF tables kept their length: this test would not test anything"
+    hist = train(start, tiny_data, make_objective(cfg), cfg, tmp_path)
+    assert [r["step"] for r in hist] == [1, 2, 3, 4]
