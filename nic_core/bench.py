@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -48,7 +49,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from . import attacks, config, trainers
+from . import attacks, config, losses, trainers
 from .models import aux_parameters, build_model, codec_forward, net_parameters, quantization
 
 TARGET_ATTACK_OVER_BARE = 1.15  # with strongest-iterate tracking on (issue 8)
@@ -264,7 +265,6 @@ def _stage2_peak_memory(args, device: str, queue) -> None:
 
 def bench_training(args) -> Dict[str, object]:
     """Step cost of smooth_loss and of Stage II (see the module docstring)."""
-    from . import losses
     device = trainers.resolve_device(args.device)
     torch.manual_seed(0)
     model = build_model(args.model, quality=args.quality).to(device)
@@ -327,7 +327,6 @@ def bench_training(args) -> Dict[str, object]:
     rows.append(_ratio_row("sequential / batched attacks", "Stage II attacks, one after the other",
                            "Stage II attacks, one batched call", med, best))
 
-    import multiprocessing as mp
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_stage2_peak_memory, args=(args, str(device), queue))

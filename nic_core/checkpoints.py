@@ -8,10 +8,14 @@ saving (stale tables are a known CompressAI trap after fine-tuning).
 """
 from __future__ import annotations
 
+import argparse
+import gzip
+import hashlib
 import os
 import pickle
 import random
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -198,9 +202,6 @@ def pack(run_dir, out_dir, with_resume: bool = True) -> Dict[str, Path]:
 
     ``with_resume=False`` (a finished run): no ``resume.pt``; an old one there is removed.
     """
-    import gzip
-    import hashlib
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     model = {k: ckpt[k] for k in ("format", "state_dict", "step", "epoch", "config", "stage")
@@ -227,8 +228,6 @@ def pack(run_dir, out_dir, with_resume: bool = True) -> Dict[str, Path]:
 def unpack(packed_dir, run_dir) -> Path:
     """Rebuild ``run_dir/checkpoint.pt`` (and ``history.jsonl``) from :func:`pack`'s files, so
     the run resumes where it was packed. Refuses to overwrite a newer checkpoint."""
-    import gzip
-
     packed_dir, run_dir = Path(packed_dir), Path(run_dir)
     model = load_checkpoint(packed_dir / "model.pt")
     resume = torch.load(packed_dir / "resume.pt", map_location="cpu", weights_only=True)
@@ -251,8 +250,6 @@ def unpack(packed_dir, run_dir) -> Path:
 def main(argv=None) -> int:
     """``python -m nic_core.checkpoints pack RUN_DIR OUT_DIR [--final]`` / ``unpack OUT_DIR RUN_DIR``
     / ``finished RUN_DIR`` (exit status 0 when the run reached its budget, else 1)."""
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m nic_core.checkpoints", description=main.__doc__)
     ap.add_argument("command", choices=["pack", "unpack", "finished"])
     ap.add_argument("src")
@@ -275,6 +272,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

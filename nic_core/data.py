@@ -303,6 +303,15 @@ def find_train_set(data_root: str | os.PathLike | None = None) -> tuple[list[Pat
     return paths, f"train folder {folder} ({len(paths)} images)"
 
 
+def centre_crop(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre ``size`` x ``size`` crop of a [3,H,W] image (the whole image when size is 0)."""
+    if not size:
+        return t
+    h, w = t.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return t[:, top:top + size, left:left + size].contiguous()
+
+
 def load_images(paths: Iterable[str | os.PathLike],
                 limit: int | None = None) -> list[tuple[str, torch.Tensor]]:
     """Decode images into ``(file stem, float tensor [3, H, W])`` pairs.

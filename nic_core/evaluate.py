@@ -36,10 +36,12 @@ Means skip ``None`` (all ``None`` gives ``None``).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -614,9 +616,7 @@ def main(argv=None) -> int:
     by ``python -m nic_core.runs ... --eval-only --adversarial``) ``--attack SPEC``.
     saturation: ``--model NAME=CHECKPOINT`` (one or more) ``--attack SPEC --iterations 50,100,...``.
     """
-    import argparse
-
-    from . import checkpoints, config, runs, viz
+    from . import checkpoints, config, runs, viz  # CLI only: runs and viz import this module
 
     ap = argparse.ArgumentParser(prog="python -m nic_core.evaluate", description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -668,6 +668,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -30,8 +30,8 @@ says which notebook makes it and, with ``train_if_missing``, trains a tiny codec
 """
 from __future__ import annotations
 
-import io
-import math
+import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -39,10 +39,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import attacks as _attacks
-from . import checkpoints, config, data
-from .config import DEFAULT_CHECKPOINTS, _eps_key, parse_eps_grid
+from . import checkpoints, config, data, explorer_view, runs
+from .config import DEFAULT_CHECKPOINTS, _eps_key, cli_params, parse_eps_grid
+from .explorer_view import ATTACK_LABELS
 from .metrics import psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
+from .runs import RUN_NAMES, run_name
+from .trainers import resolve_device
 
 __all__ = ["SCHEMA", "defaults", "validate", "from_notebook", "find_checkpoints", "load_models",
            "train_fallback", "Explorer", "setup", "parse_eps_grid", "ATTACK_LABELS"]
@@ -52,18 +55,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- parameters
 # One schema for every notebook: the explorer's lives in nic_core.config (EXPLORER).
 
-ATTACK_LABELS = {
-    "psnr": "psnr attack (eq. 6)",
-    "bpp": "bpp attack (eq. 7)",
-    "ma2023": "Ma2023 (Chen & Ma)",
-    "pgd-psnr": "PGD L-inf, psnr",
-    "pgd-bpp": "PGD L-inf, bpp",
-    "pgd-l2-psnr": "PGD L2, psnr",
-    "pgd-l2-bpp": "PGD L2, bpp",
-    "fgsm-psnr": "FGSM, psnr",
-    "fgsm-bpp": "FGSM, bpp",
-    "noise": "random noise",
-}
 SCHEMA = config.EXPLORER
 
 # notebook that writes the checkpoint of a run folder
@@ -125,8 +116,6 @@ def find_checkpoints(spec: str) -> Tuple[List[Path], List[str]]:
 
 def _label(path: Path, ckpt: Dict[str, Any]) -> str:
     """The run's model name (``runs.run_name``, as in its metrics.json), else the folder name."""
-    from .runs import RUN_NAMES, run_name
-
     cfg = {**(ckpt.get("config") or {}), "stage": ckpt.get("stage")
            or (ckpt.get("config") or {}).get("stage")}
     name = run_name(cfg)
@@ -140,8 +129,6 @@ def train_fallback(run_dir, steps: int = 100, data_root=None, progress: bool = T
     Uses :func:`nic_core.runs.run_training` (so an existing run folder is resumed: a second
     call with the same ``steps`` trains nothing). Seconds on a CPU; only for a first look.
     """
-    from . import config, runs
-
     cfg = config.defaults("pretrain", model="hyper", N=32, M=48, lmbda=0.013, patch_size=64,
                           batch_size=4, lr=1e-3, budget=int(steps), budget_unit="steps",
                           run_dir=str(run_dir), data_root=data_root, progress=progress,
@@ -187,41 +174,7 @@ def load_models(spec: str = DEFAULT_CHECKPOINTS, train_if_missing: bool = True,
     return models
 
 
-# --------------------------------------------------------------------------- images
-
-
-def centre_crop(t: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre ``size`` x ``size`` crop of a [3,H,W] image (the whole image when size is 0)."""
-    if not size:
-        return t
-    h, w = t.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return t[:, top:top + size, left:left + size].contiguous()
-
-
-def _to_png(t: torch.Tensor, box: Optional[Tuple[int, int, int, int]] = None,
-            width: Optional[int] = None) -> bytes:
-    from PIL import Image, ImageDraw
-
-    arr = (t.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-    im = Image.fromarray(arr)
-    scale = 1.0
-    if width and im.width > width:
-        scale = width / im.width
-        im = im.resize((width, max(1, round(im.height * scale))))
-    if box is not None:
-        d = ImageDraw.Draw(im)
-        d.rectangle([round(c * scale) for c in box], outline=(255, 40, 40), width=2)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 # --------------------------------------------------------------------------- the explorer
-
-
-def _img(t: torch.Tensor):
-    return t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
 class Explorer:
@@ -267,7 +220,7 @@ class Explorer:
         if name not in self._images:
             full = data.load_image(self.image_paths[name])
             self._full[name] = full
-            self._images[name] = centre_crop(full, self.crop)
+            self._images[name] = data.centre_crop(full, self.crop)
         return self._images[name]
 
     def thumbnail_png(self, name: str, width: int = 180) -> bytes:
@@ -279,7 +232,7 @@ class Explorer:
         if self.crop:
             top, left = max(0, (h - self.crop) // 2), max(0, (w - self.crop) // 2)
             box = (left, top, min(w, left + self.crop) - 1, min(h, top + self.crop) - 1)
-        return _to_png(full, box=box, width=width)
+        return explorer_view._to_png(full, box=box, width=width)
 
     def _device(self, model):
         return next(model.parameters()).device
@@ -377,248 +330,31 @@ class Explorer:
                 if (n, a, it, m) == (name, attack, int(iterations), model)]
         return sorted(rows, key=lambda r: r["eps"])
 
-    # ---- presentation
-    def table(self, name: str, attack: str, eps: float, iterations: int,
-              models: Sequence[str]):
+    # ---- presentation (nic_core.explorer_view) and widget (nic_core.explorer_widgets)
+    def table(self, name: str, attack: str, eps: float, iterations: int, models: Sequence[str]):
         """pandas DataFrame: per model, clean and attacked bpp (est., real), PSNR, noise MSE."""
-        import pandas as pd
-
-        rows, index = [], []
-        for m in models:
-            r = self.result(name, attack, eps, iterations, m)
-            for which in ("clean", "attacked"):
-                s = r[which]
-                rows.append({"bpp est.": s["bpp_est"], "bpp real": s["bpp_real"],
-                             "PSNR est. (dB)": s["psnr_est"], "PSNR real (dB)": s["psnr"],
-                             "noise MSE": (float("nan") if which == "clean"
-                                           else r["noise_mse"]),
-                             "noise PSNR (dB)": (float("nan") if which == "clean"
-                                                 else r["noise_psnr"])})
-                index.append((m, which))
-        df = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["model", "input"]))
-        return df
+        return explorer_view.table(self, name, attack, eps, iterations, models)
 
     def table_html(self, name, attack, eps, iterations, models) -> str:
-        df = self.table(name, attack, eps, iterations, models)
-        fmt = {"bpp est.": "{:.4f}", "bpp real": "{:.4f}", "PSNR est. (dB)": "{:.2f}",
-               "PSNR real (dB)": "{:.2f}", "noise MSE": "{:.2e}", "noise PSNR (dB)": "{:.2f}"}
-        body = df.to_html(formatters={k: (lambda v, f=f: "" if v != v else f.format(v))
-                                      for k, f in fmt.items()},
-                          na_rep="", classes="nic-explorer-metrics", border=0)
-        style = ("<style>.nic-explorer-metrics td, .nic-explorer-metrics th "
-                 "{padding: 1px 9px; text-align: right;}</style>")
-        return (f"{style}<div class='nic-metrics'><b>{ATTACK_LABELS.get(attack, attack)}</b>, "
-                f"eps = {_eps_key(eps):g}, {int(iterations)} iterations, image {name}"
-                f"{body}</div>")
+        return explorer_view.table_html(self, name, attack, eps, iterations, models)
 
-    def figure(self, name: str, attack: str, eps: float, iterations: int,
-               models: Sequence[str]):
-        """The explorer's figure (a matplotlib Figure, not registered with pyplot).
-
-        One row per model: original | adversarial | noise (amplified) | reconstruction of the
-        clean image | reconstruction of the attacked image; last row: PSNR and bpp (real)
-        against eps for every cached eps (clean dashed), the current eps marked.
-        """
-        from matplotlib.figure import Figure
-        from matplotlib.gridspec import GridSpec
-
-        models = list(models)
-        results = [self.result(name, attack, eps, iterations, m) for m in models]
-        n = len(models)
-        fig = Figure(figsize=(13, 2.75 * n + 3.0), dpi=80)
-        gs = GridSpec(n + 1, 5, figure=fig, height_ratios=[1] * n + [1.15], hspace=0.45,
-                      wspace=0.08)
-        for i, (m, r) in enumerate(zip(models, results)):
-            noise = r["x_adv"] - r["x"]
-            peak = float(noise.abs().flatten().quantile(0.99)) if noise.numel() else 0.0
-            gain = 0.5 / peak if peak > 0 else 1.0
-            panels = [
-                (r["x"], "original"),
-                (r["x_adv"], f"adversarial\nnoise MSE {r['noise_mse']:.2e} "
-                             f"({r['noise_psnr']:.1f} dB)"),
-                (0.5 + gain * noise, f"noise x{gain:.0f}\n(grey = 0)"),
-                (r["clean"]["x_hat"], f"reconstruction of clean\n"
-                                      f"{r['clean']['bpp_real']:.3f} bpp, "
-                                      f"{r['clean']['psnr']:.2f} dB"),
-                (r["attacked"]["x_hat"], f"reconstruction of attacked\n"
-                                         f"{r['attacked']['bpp_real']:.3f} bpp, "
-                                         f"{r['attacked']['psnr']:.2f} dB"),
-            ]
-            for j, (t, title) in enumerate(panels):
-                ax = fig.add_subplot(gs[i, j])
-                ax.imshow(_img(t), interpolation="nearest")
-                ax.set_title(title, fontsize=8)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j == 0:
-                    ax.set_ylabel(m, fontsize=9, fontweight="bold")
-        ax_p = fig.add_subplot(gs[n, 0:2])
-        ax_b = fig.add_subplot(gs[n, 3:5])
-        for ci, m in enumerate(models):
-            c = f"C{ci % 10}"
-            pts = self.curve(name, attack, iterations, m)
-            es = [p["eps"] for p in pts]
-            ax_p.plot(es, [p["attacked"]["psnr"] for p in pts], "o-", color=c, label=m)
-            ax_b.plot(es, [p["attacked"]["bpp_real"] for p in pts], "o-", color=c, label=m)
-            clean = self.clean(name, m)
-            ax_p.axhline(clean["psnr"], color=c, ls="--", lw=1, label=f"{m} clean")
-            ax_b.axhline(clean["bpp_real"], color=c, ls="--", lw=1, label=f"{m} clean")
-        for ax, yl in ((ax_p, "PSNR (dB) vs original"), (ax_b, "bpp (real)")):
-            ax.set_xscale("log")
-            ax.axvline(_eps_key(eps), color="k", alpha=0.3, lw=3)
-            ax.set_xlabel("eps (mean squared noise)")
-            ax.set_ylabel(yl)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        h, w = results[0]["x"].shape[-2:]
-        fig.suptitle(f"{ATTACK_LABELS.get(attack, attack)} on {name} ({h}x{w} px), "
-                     f"eps = {_eps_key(eps):g}, {int(iterations)} iterations", fontsize=11)
-        return fig
+    def figure(self, name, attack, eps, iterations, models):
+        """The explorer's figure (:func:`nic_core.explorer_view.figure`)."""
+        return explorer_view.figure(self, name, attack, eps, iterations, models)
 
     def figure_png(self, name, attack, eps, iterations, models) -> bytes:
-        """The figure as PNG bytes (what both the widget and the static output show)."""
-        fig = self.figure(name, attack, eps, iterations, models)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
+        return explorer_view.figure_png(self, name, attack, eps, iterations, models)
 
     def show(self, name, attack, eps, iterations, models=None) -> None:
         """Display the static figure and the table (a headless run stores these)."""
-        from IPython.display import HTML, Image, display
+        explorer_view.show(self, name, attack, eps, iterations, models)
 
-        models = list(models) if models is not None else list(self.models)
-        display(Image(data=self.figure_png(name, attack, eps, iterations, models)))
-        display(HTML(self.table_html(name, attack, eps, iterations, models)))
-
-    # ---- widget
     def widget(self, image: str, attack: str = "psnr", eps: float = 5e-4,
                iterations: int = 20, models: Optional[Sequence[str]] = None,
                precompute: bool = True):
-        """The interactive explorer (ipywidgets). Returns an :class:`ExplorerUI`."""
+        """The interactive explorer (ipywidgets): an :class:`nic_core.explorer_widgets.ExplorerUI`."""
+        from .explorer_widgets import ExplorerUI  # ipywidgets only when a widget is asked for
         return ExplorerUI(self, image, attack, eps, iterations, models, precompute)
-
-
-class ExplorerUI:
-    """The widgets of :meth:`Explorer.widget`; ``.box`` is what a notebook displays.
-
-    Controls: ``image`` (Dropdown + thumbnail), ``attack`` (Dropdown), ``eps``
-    (SelectionSlider over the eps grid), ``iterations`` (IntSlider), ``models``
-    (SelectMultiple), ``precompute`` (Checkbox). Output: ``progress`` (IntProgress),
-    ``status`` (HTML), ``metrics`` (HTML table), ``figure`` (Image).
-    """
-
-    def __init__(self, ex: Explorer, image, attack, eps, iterations, models, precompute):
-        import ipywidgets as W
-
-        self.ex = ex
-        grid = list(ex.eps_grid)
-        if _eps_key(eps) not in grid:
-            grid = sorted(set(grid) | {_eps_key(eps)})
-            ex.eps_grid = grid
-        models = list(models) if models is not None else list(ex.models)
-        slow = dict(continuous_update=False)
-        style = {"description_width": "80px"}
-        self.image = W.Dropdown(options=sorted(ex.image_paths), value=image,
-                                description="image", style=style,
-                                layout=W.Layout(width="230px"))
-        self.thumb = W.Image(value=ex.thumbnail_png(image), format="png",
-                             layout=W.Layout(width="180px"))
-        self.attack = W.Dropdown(options=[(ATTACK_LABELS.get(k, k), k) for k in _attacks.ATTACKS],
-                                 value=attack, description="attack", style=style,
-                                 layout=W.Layout(width="300px"))
-        self.eps = W.SelectionSlider(options=[(f"{e:g}", e) for e in grid],
-                                     value=_eps_key(eps), description="eps (MSE)", style=style,
-                                     layout=W.Layout(width="420px"), **slow)
-        self.eps.add_class("nic-eps")
-        self.eps_db = W.HTML()
-        self.iterations = W.IntSlider(value=int(iterations), min=1,
-                                      max=max(200, int(iterations)), description="iterations",
-                                      style=style, layout=W.Layout(width="420px"), **slow)
-        self.models = W.SelectMultiple(options=list(ex.models), value=tuple(models),
-                                       description="models", rows=max(2, min(4, len(ex.models))),
-                                       style=style, layout=W.Layout(width="330px"))
-        self.precompute = W.Checkbox(value=bool(precompute),
-                                     description="precompute the eps grid (instant slider)",
-                                     indent=False)
-        self.progress = W.IntProgress(value=0, min=0, max=1, description="",
-                                      layout=W.Layout(width="300px"))
-        self.status = W.HTML()
-        self.status.add_class("nic-status")
-        self.metrics = W.HTML()
-        self.metrics.add_class("nic-metrics-box")
-        self.figure = W.Image(format="png", layout=W.Layout(max_width="100%"))
-        self.figure.add_class("nic-figure")
-        header = W.HTML(f"<b>Attack explorer</b> - {ex.dataset}; centre crop "
-                        f"{ex.crop or 'none'}; results cached per (image, attack, eps, "
-                        "iterations, model)")
-        controls = W.HBox([
-            W.VBox([self.image, self.thumb]),
-            W.VBox([self.attack, W.HBox([self.eps, self.eps_db]), self.iterations]),
-            W.VBox([self.models, self.precompute]),
-        ])
-        self.box = W.VBox([header, controls, W.HBox([self.progress, self.status]),
-                           self.metrics, self.figure])
-        self.box.add_class("nic-explorer")
-        self.n_renders = 0
-        self.error: Optional[BaseException] = None
-        self.image.observe(self._on_image, names="value")
-        for w in (self.attack, self.eps, self.iterations, self.models, self.precompute):
-            w.observe(self._on_change, names="value")
-        self.refresh()
-
-    # the selection as plain values
-    def selection(self):
-        return (self.image.value, self.attack.value, self.eps.value, self.iterations.value,
-                list(self.models.value))
-
-    def _on_image(self, change):
-        self.thumb.value = self.ex.thumbnail_png(change["new"])
-        self.refresh()
-
-    def _on_change(self, change):
-        self.refresh()
-
-    def _progress(self, i, n, what):
-        self.progress.max = max(1, n)
-        self.progress.value = i
-        self.status.value = (f"computing {i + 1}/{n}: {what} ..." if i < n
-                             else f"computed {n}")
-
-    def _render(self, sel, note=""):
-        name, attack, eps, iters, models = sel
-        self.eps_db.value = f"noise PSNR {psnr_from_mse(eps):.1f} dB"
-        self.metrics.value = self.ex.table_html(name, attack, eps, iters, models)
-        self.figure.value = self.ex.figure_png(name, attack, eps, iters, models)
-        self.n_renders += 1
-        self.status.value = note
-
-    def refresh(self) -> None:
-        """Compute what the selection needs (current eps first), then draw; errors shown."""
-        sel = self.selection()
-        name, attack, eps, iters, models = sel
-        if not models:
-            self.status.value = "<b>select at least one model</b>"
-            return
-        try:
-            t0 = time.perf_counter()
-            now = self.ex.missing(name, attack, [eps], iters, models)
-            if now:
-                self.ex.precompute(name, attack, iters, models, [eps], progress=False,
-                                   callback=self._progress)
-            later = (self.ex.missing(name, attack, self.ex.eps_grid, iters, models)
-                     if self.precompute.value else [])
-            note = ("cached" if not now else f"computed in {time.perf_counter() - t0:.1f} s")
-            self._render(sel, note + (f"; filling the eps grid ({len(later)} more) ..."
-                                      if later else ""))
-            if later:
-                self.ex.precompute(name, attack, iters, models, progress=False,
-                                   callback=self._progress)
-                self._render(sel, f"eps grid filled in {time.perf_counter() - t0:.1f} s")
-            self.error = None
-        except Exception as e:  # shown in the widget: observers' errors are otherwise hidden
-            self.error = e
-            self.status.value = f"<b style='color:#c00'>error: {type(e).__name__}: {e}</b>"
-            raise
 
 
 # --------------------------------------------------------------------------- notebook entry
@@ -626,8 +362,6 @@ class ExplorerUI:
 
 def setup(cfg: Dict[str, Any], log: Callable[[str], None] = print) -> Explorer:
     """Images, models and the :class:`Explorer` for validated parameters ``cfg``."""
-    from .trainers import resolve_device
-
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = resolve_device(cfg["device"])
@@ -658,10 +392,6 @@ def main(argv=None) -> int:
     The explorer's figure without a browser: the chosen image, attack, eps and iterations for
     every checkpoint, with PSNR / bpp against eps over ``eps_grid`` when ``precompute`` is on.
     """
-    import argparse
-
-    from .config import cli_params
-
     ap = argparse.ArgumentParser(prog="python -m nic_core.explorer", description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-f", "--params", help="YAML parameter file (e.g. params/cpu/06_...yaml)")
@@ -682,6 +412,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import config, evaluate, runs
 from .metrics import psnr
+from .stats import interpolate_rd
 
 __all__ = ["encode", "jpeg_curve", "margin_over_jpeg", "QUALITIES"]
 
@@ -57,8 +59,6 @@ def jpeg_curve(images, qualities: Sequence[int] = QUALITIES, dataset: str = "") 
 def margin_over_jpeg(results: Dict[str, Any], curve: Dict[str, Any]):
     """PSNR of ``results`` (clean) minus JPEG's at the same bpp (log-rate interpolation), or
     ``None`` when the codec's rate lies outside JPEG's measured range."""
-    from .stats import interpolate_rd
-
     pts = list(zip(curve["results"]["bpp"], curve["results"]["psnr-rgb"]))
     bpp, p = results["results"]["bpp"][-1], results["results"]["psnr-rgb"][-1]
     ref = interpolate_rd(pts, bpp)
@@ -69,8 +69,6 @@ def main(argv=None) -> int:
     """``python -m nic_core.jpeg -f PARAMS [-p NAME VALUE] --out JPEG.json [--vs METRICS.json]``:
     JPEG's curve on the evaluation images of the parameters (eval_set, eval_limit, eval_crop);
     ``--vs`` prints each codec's margin over JPEG at its own clean rate."""
-    from . import config, evaluate, runs
-
     ap = argparse.ArgumentParser(prog="python -m nic_core.jpeg", description=main.__doc__)
     ap.add_argument("-f", "--params")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))

@@ -159,7 +159,7 @@ def smooth_loss(model: torch.nn.Module, x: torch.Tensor, quant: str = "noise",
     per-sample, size-free quantities). Derivatives are true derivatives of the codec at one fixed
     quantisation-noise sample: every forward made here restarts ``generator`` from its state on
     entry (so all passes share the noise; a finite difference across two noise samples measures
-    the noise: 13x too large at h=1e-3 on a tiny codec, growing like 1/h^2) and runs under
+    the noise, growing like 1/h^2) and runs under
     :func:`exact_bounds`.
 
     ``method="exact"`` (double backprop, ``create_graph=True``): ``grad_bpp`` from
@@ -179,17 +179,17 @@ def smooth_loss(model: torch.nn.Module, x: torch.Tensor, quant: str = "noise",
       perturbed forward at ``x + s d`` with ``s = h sqrt(D)``; ``(bpp_main(x + s d) -
       bpp_main(x)) / s`` estimates ``g.d = ||g||`` with O(h) bias, and its parameter gradient
       ``d.(dg/dtheta) = d||g||/dtheta`` (d is the gradient direction), so it is nearly noise
-      free. Measured at h=1e-3: 1 % from ``exact`` in value; in parameter gradient 1 % on a
-      random codec but 19-48 % (cosine 0.90-0.98) on a trained hyperprior, whose ``h_a`` sees
-      ``|y|``: trained latents crowd the kink at 0, which the difference quotient smooths over
-      and double backprop (an almost-everywhere derivative) ignores.
+      free. On a trained hyperprior its parameter gradient departs from ``exact``'s more than
+      on a random one: ``h_a`` sees ``|y|``, trained latents crowd the kink at 0, which the
+      difference quotient smooths over and double backprop (an almost-everywhere derivative)
+      ignores (measurements: README, section Losses).
     * y: ``n_proj`` forwards at ``x + h u``, ``u ~ N(0, I_D)``; ``(y(x + h u) - y(x)) / h ~ J u``
       and ``E ||J u||^2 = ||J||_F^2``: unbiased up to O(h). Its parameter gradient is noisier
-      than the exact VJP's (measured per-projection variance ~4.7x, 2 images), for less cost.
+      than the exact VJP's, for less cost.
 
     The two terms use separate steps on purpose: one shared step ``d + (I - d d^T) v`` is
-    unbiased for both but adds ``v.(dg/dtheta)`` to the bpp parameter gradient, measured at 14x
-    the signal. The clean pass ``out`` is reused (pass the training step's forward); perturbed
+    unbiased for both but adds ``v.(dg/dtheta)`` to the bpp parameter gradient, larger than the
+    signal. The clean pass ``out`` is reused (pass the training step's forward); perturbed
     passes skip the synthesis transform (x_hat is not needed). ``h`` is the RMS per-element
     size of every step, in units of x. ``quant="round"`` raises (rounding makes bpp piecewise
     constant: a difference is 0 or a jump, e.g. 0 at h=1e-3 and 40x the gradient at 1e-2), and so
@@ -197,10 +197,8 @@ def smooth_loss(model: torch.nn.Module, x: torch.Tensor, quant: str = "noise",
     same jumps, not the straight-through surrogate that ``exact`` differentiates); the y term
     precedes quantisation and works with ``"ste"``.
 
-    Cost of an RD + smooth_loss training step over a plain RD step (hyper quality 3, 4 x 3 x
-    256 x 256, one CPU thread, reusing ``out``): fused ~1.9-2.0x, fast ~2.3-2.4x, exact ~2.6x.
-    Per-draw parameter-gradient noise (trained smoke codec, 4 crops): exact 0.8 %, fast 0.7 %,
-    fused 5.6 % of the gradient's norm.
+    Cost per method over a plain RD step and per-draw gradient noise: ``python -m nic_core.bench
+    training`` (results/bench_training.json, README section Benchmarks).
 
     A training step that forwards once (the RD loss then also runs under ``exact_bounds``, i.e.
     without CompressAI's LowerBound gradient heuristic; to keep it, call without ``out``, which
@@ -278,53 +276,74 @@ def smooth_loss(model: torch.nn.Module, x: torch.Tensor, quant: str = "noise",
         _check_exact_bounds(out)
     n_in, n_lat = x[0].numel(), out["y"][0].numel()  # D and m of the module docstring
 
-    grad_bpp = grad_y = zero
-    if method == "fused" and len(set(terms)) == 2:  # one VJP with cotangents sqrt(D), v/sqrt(m)
-        acc = zero
-        for _ in range(n_proj):
-            v = torch.randn_like(out["y"]) / math.sqrt(n_lat)
-            w, = torch.autograd.grad([out["bpp_main"].sum(), out["y"]], x,
-                                     [x.new_tensor(math.sqrt(n_in)), v],
-                                     create_graph=create_graph, retain_graph=True)
-            acc = acc + _sq_norm(w).mean()
-        loss = acc / n_proj
-        nan = x.new_tensor(float("nan"))
+    if method == "fused" and len(set(terms)) == 2:
+        loss = _smooth_fused(x, out, n_in, n_lat, n_proj, create_graph)
+        nan = x.new_tensor(float("nan"))  # not separable
         return {"loss": loss if create_graph else loss.detach(), "grad_bpp": nan, "grad_y": nan}
     if method != "fast":  # exact; fused with a single term is the same
-        if "bpp" in terms:
-            g, = torch.autograd.grad(out["bpp_main"].sum(), x, create_graph=create_graph,
-                                     retain_graph=True)
-            grad_bpp = n_in * _sq_norm(g).mean()
-        if "y" in terms:
-            acc = zero
-            for _ in range(n_proj):
-                v = torch.randn_like(out["y"])
-                jtv, = torch.autograd.grad(out["y"], x, v, create_graph=create_graph,
-                                           retain_graph=True)
-                acc = acc + _sq_norm(jtv).mean()
-            grad_y = acc / (n_proj * n_lat)
+        grad_bpp, grad_y = _smooth_exact(x, out, terms, n_in, n_lat, n_proj, create_graph)
     else:
-        x0 = x.detach()
-        if "bpp" in terms:  # Finlay & Oberman: one step of L2 norm h*sqrt(D) along d = g/||g||
-            g, = torch.autograd.grad(out["bpp_main"].sum(), x, retain_graph=True)
-            d = _bmul(1.0 / g.flatten(1).norm(dim=1).clamp_min(1e-30), g)
-            step = h * math.sqrt(n_in)
-            with torch.set_grad_enabled(create_graph), _without_synthesis(model):
-                pert = forward(x0 + step * d)
-            slope = (pert["bpp_main"] - out["bpp_main"]) / step  # ~ g.d = ||g||, per sample
-            grad_bpp = n_in * slope.pow(2).mean()
-        if "y" in terms:  # forward differences along u ~ N(0, I_D): ~ J u
-            acc = zero
-            for _ in range(n_proj):
-                u = torch.randn_like(x0)
-                with torch.set_grad_enabled(create_graph), _without_synthesis(model):
-                    pert = forward(x0 + h * u)
-                acc = acc + _sq_norm((pert["y"] - out["y"]) / h).mean()
-            grad_y = acc / (n_proj * n_lat)
+        grad_bpp, grad_y = _smooth_fast(model, forward, x, out, terms, n_in, n_lat, n_proj, h,
+                                        create_graph)
     loss = grad_bpp + grad_y
     if not create_graph:
         loss, grad_bpp, grad_y = loss.detach(), grad_bpp.detach(), grad_y.detach()
     return {"loss": loss, "grad_bpp": grad_bpp, "grad_y": grad_y}
+
+
+def _smooth_fused(x, out, n_in, n_lat, n_proj, create_graph):
+    """Both terms in one double-backprop VJP per projection: cotangents sqrt(D) on bpp_main and
+    v / sqrt(m) on y, so E ||w||^2 = D ||g||^2 + ||J||_F^2 / m (the cross term has mean 0)."""
+    acc = x.new_zeros(())
+    for _ in range(n_proj):
+        v = torch.randn_like(out["y"]) / math.sqrt(n_lat)
+        w, = torch.autograd.grad([out["bpp_main"].sum(), out["y"]], x,
+                                 [x.new_tensor(math.sqrt(n_in)), v],
+                                 create_graph=create_graph, retain_graph=True)
+        acc = acc + _sq_norm(w).mean()
+    return acc / n_proj
+
+
+def _smooth_exact(x, out, terms, n_in, n_lat, n_proj, create_graph):
+    """Double backprop: d bpp_main/dx exactly, ||dy/dx||_F^2 from n_proj VJPs J^T v."""
+    grad_bpp = grad_y = x.new_zeros(())
+    if "bpp" in terms:
+        g, = torch.autograd.grad(out["bpp_main"].sum(), x, create_graph=create_graph,
+                                 retain_graph=True)
+        grad_bpp = n_in * _sq_norm(g).mean()
+    if "y" in terms:
+        acc = x.new_zeros(())
+        for _ in range(n_proj):
+            v = torch.randn_like(out["y"])
+            jtv, = torch.autograd.grad(out["y"], x, v, create_graph=create_graph,
+                                       retain_graph=True)
+            acc = acc + _sq_norm(jtv).mean()
+        grad_y = acc / (n_proj * n_lat)
+    return grad_bpp, grad_y
+
+
+def _smooth_fast(model, forward, x, out, terms, n_in, n_lat, n_proj, h, create_graph):
+    """Finite differences (Finlay & Oberman): bpp along its own gradient direction, y along
+    random directions; only first-order backprop through the parameters."""
+    grad_bpp = grad_y = x.new_zeros(())
+    x0 = x.detach()
+    if "bpp" in terms:  # one step of L2 norm h*sqrt(D) along d = g/||g||
+        g, = torch.autograd.grad(out["bpp_main"].sum(), x, retain_graph=True)
+        d = _bmul(1.0 / g.flatten(1).norm(dim=1).clamp_min(1e-30), g)
+        step = h * math.sqrt(n_in)
+        with torch.set_grad_enabled(create_graph), _without_synthesis(model):
+            pert = forward(x0 + step * d)
+        slope = (pert["bpp_main"] - out["bpp_main"]) / step  # ~ g.d = ||g||, per sample
+        grad_bpp = n_in * slope.pow(2).mean()
+    if "y" in terms:  # forward differences along u ~ N(0, I_D): ~ J u
+        acc = x.new_zeros(())
+        for _ in range(n_proj):
+            u = torch.randn_like(x0)
+            with torch.set_grad_enabled(create_graph), _without_synthesis(model):
+                pert = forward(x0 + h * u)
+            acc = acc + _sq_norm((pert["y"] - out["y"]) / h).mean()
+        grad_y = acc / (n_proj * n_lat)
+    return grad_bpp, grad_y
 
 
 def pkdt_loss(out_student: Dict[str, torch.Tensor], x_new: torch.Tensor,

@@ -8,6 +8,7 @@ the attack block, see ``evaluate``) and plots. Notebooks call :func:`run_trainin
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -15,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import yaml
 
-from . import checkpoints, config, data, defenses, distributed
+from . import checkpoints, config, data, defenses, distributed, evaluate
 from .models import build_model
 from .trainers import make_objective, resolve_device, seed_everything, train
 
@@ -113,8 +114,6 @@ def run_ablations(cfg: Dict[str, Any]) -> list:
     """Table 2: train and evaluate each Stage II variant of ``cfg["variants"]``
     (:data:`nic_core.config.ABLATIONS`) in ``run_dir/<variant>``; resumable like every run.
     With ``results_dir``, each variant's results also go to ``results_dir/<variant>/``."""
-    import shutil
-
     rows = []
     pkdt_names = config.schema("pkdt")
     for v in config.ablation_list(cfg["variants"]):
@@ -139,11 +138,7 @@ def test_images(cfg: Dict[str, Any]):
     images = data.load_images(paths)
     c = cfg["eval_crop"]
     if c:
-        def centre(t):
-            h, w = t.shape[-2:]
-            top, left = max(0, (h - c) // 2), max(0, (w - c) // 2)
-            return t[:, top:top + c, left:left + c]
-        images = [(n, centre(t)) for n, t in images]
+        images = [(n, data.centre_crop(t, c)) for n, t in images]
         desc += f", centre {c}x{c} crops"
     return images, desc
 
@@ -154,8 +149,6 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str
     ``<run_dir>/metrics.json``). ``name`` defaults to :func:`run_name`. ``adversarial``: also
     save the attacked images there (``{spec: {image: [3,H,W] float}}``, for transfer attacks).
     """
-    from . import evaluate
-
     images, desc = test_images(cfg)
     if cfg["eval_defence"]:
         model = defenses.wrap(model, cfg["eval_defence"])
@@ -192,8 +185,6 @@ EVAL_KEYS = ("eval_set", "eval_limit", "eval_crop", "eps", "attack_iterations", 
 
 def metrics_beside(checkpoint: str) -> Optional[Dict[str, Any]]:
     """The ``metrics.json`` in a checkpoint's run folder, if that run was evaluated."""
-    from . import evaluate
-
     path = Path(checkpoint).parent / "metrics.json"
     return evaluate.load_results(path) if path.is_file() else None
 

@@ -35,7 +35,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
-from . import checkpoints, distributed
+from . import attacks, checkpoints, distributed, losses
+from .config import smooth_terms
 from .models import aux_parameters, codec_forward, net_parameters
 
 Objective = Callable[[torch.nn.Module, torch.Tensor], Dict[str, torch.Tensor]]
@@ -288,9 +289,6 @@ def _split_roles(batch_mix: str, batch_size: int) -> List[str]:
 
 def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = None) -> Objective:
     """The loss of one training step for ``cfg["stage"]`` (and ``cfg["method"]`` in Stage II)."""
-    from . import losses
-    from .config import smooth_terms
-
     stage = cfg["stage"]
     terms = smooth_terms(cfg.get("smooth_terms", ""))
     if distributed.world()[1] > 1 and cfg.get("smooth_method", "fused") != "fused" and terms:
@@ -337,7 +335,6 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
     if stage != "pkdt":
         raise ValueError(f"unknown stage {stage!r}")
     method = cfg["method"]
-    from . import attacks
     if method == "pkdt" and teacher is None:
         raise ValueError("Stage II (method='pkdt') needs a teacher model")
     if teacher is not None:

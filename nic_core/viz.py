@@ -1,10 +1,17 @@
 """Plots and tables: training curves, R-D plots, Table-1-style frames, image grids."""
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import matplotlib.pyplot as plt
+
+from .attacks import parse_spec, side
+from .evaluate import load_results
+from .runs import comparable
+from .stats import interpolate_rd, mean_se, paired_difference
 
 
 def plot_training_curve(history: List[Dict[str, float]], keys=("loss", "bpp_loss", "mse_loss"),
@@ -34,8 +41,6 @@ TABLE1_BLOCKS = (("clean", None), ("psnr attack", "psnr"), ("bpp attack", "bpp")
 
 def _results_list(results_list):
     """Accept one results dict, a list of dicts, or paths to results JSON files."""
-    from .evaluate import load_results
-
     if isinstance(results_list, dict):
         results_list = [results_list]
     out = []
@@ -188,8 +193,6 @@ def blocks_for(specs: str):
 
 def _se(r, kind, key) -> Optional[float]:
     """Standard error over images of one Table 1 cell (from ``per_image``; also old files)."""
-    from .stats import mean_se
-
     vals = []
     for row in r.get("per_image", []):
         src = row if kind is None else (row.get("attacks") or {}).get(kind)
@@ -229,8 +232,6 @@ def differences_markdown(results_list, ref: str, attacks=TABLE1_BLOCKS,
     contains zero (no ranking). ``deltas``: compare the attacks' *damage* (attacked minus
     clean, per image) instead of the attacked values, i.e. robustness apart from the clean
     operating point."""
-    from .stats import paired_difference
-
     results = _results_list(results_list)
     base = next((r for r in results if r.get("name") == ref), None)
     if base is None:
@@ -269,8 +270,6 @@ def matched_rate_markdown(curve, results_list, attacks=TABLE1_BLOCKS) -> str:
     bpp (log-rate interpolation, :func:`nic_core.stats.interpolate_rd`), clean and under each
     attack. ``n/a``: the model's rate lies outside the curve.
     """
-    from .stats import interpolate_rd
-
     curve = _results_list(curve)
     results = _results_list(results_list)
 
@@ -324,8 +323,6 @@ def protocols_markdown(pairs) -> str:
 def plot_saturation(sweeps, ax=None):
     """Attacked PSNR (psnr-side) or rate (bpp-side) against attack iterations, one line per
     sweep of :func:`nic_core.evaluate.saturation`; the saturation point is marked."""
-    from .attacks import parse_spec, side
-
     sweeps = [sweeps] if isinstance(sweeps, dict) else list(sweeps)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -378,8 +375,6 @@ def plot_transfer(matrix, key: str = "delta-psnr", ax=None):
 def main(argv=None) -> int:
     """``python -m nic_core.viz table METRICS.json ... [--plot FIG.png]``: Table 1 in Markdown;
     ``python -m nic_core.viz protocols OLD.json NEW.json ...``: protocol 1 against 2."""
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m nic_core.viz", description=main.__doc__)
     ap.add_argument("command", choices=["table", "protocols"],
                     help="table: Table 1; protocols: pairs OLD.json NEW.json of one model each, "
@@ -405,8 +400,6 @@ def main(argv=None) -> int:
             ap.error("protocols takes pairs: OLD.json NEW.json ...")
         print(protocols_markdown(list(zip(args.results[::2], args.results[1::2]))))
         return 0
-    from .runs import comparable
-
     results = _results_list(args.results)
     if args.names:
         names = [n.strip() for n in args.names.split(",")]
@@ -435,6 +428,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

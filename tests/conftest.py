@@ -48,8 +48,4 @@ def kodak_small():
     """Two real test images, centre 128x128 crops, as a [2,3,128,128] batch in [0,1]."""
     paths, _ = data.find_test_set("kodak", os.environ.get("NIC_DATA"))
     imgs = [t for _, t in data.load_images(paths[:2])]
-    crops = []
-    for t in imgs:
-        h, w = t.shape[-2:]
-        crops.append(t[:, (h - 128) // 2:(h - 128) // 2 + 128, (w - 128) // 2:(w - 128) // 2 + 128])
-    return torch.stack(crops)
+    return torch.stack([data.centre_crop(t, 128) for t in imgs])

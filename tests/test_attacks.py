@@ -382,3 +382,19 @@ def test_parse_spec(spec, expected):
 def test_parse_spec_rejects(spec):
     with pytest.raises(ValueError):
         attacks.parse_spec(spec)
+
+
+def test_mixed_batch_of_every_family_equals_separate_calls(tiny_model, x64):
+    """pgd, fgsm and ma2023 samples in one batch with psnr/bpp ones: each equals its own call."""
+    x = torch.cat([x64, x64, x64])[:5]
+    kinds, iters = ["pgd-psnr", "fgsm-bpp", "ma2023", "pgd-l2-bpp", "psnr"], [4, 1, 3, 2, 5]
+    mixed = attack(tiny_model, x, kinds, eps=EPS, iterations=iters, seed=7)
+    for b, (k, it) in enumerate(zip(kinds, iters)):
+        alone = attack(tiny_model, x[b:b + 1], k, eps=EPS, iterations=it, seed=7)
+        # 2e-4 (1/20 of a grey level): convolutions of a batch of 5 sum in another order than
+        # of 1 (measured up to 5e-5 after a few Adam steps); another attack, iteration count
+        # or seed moves pixels by > 1e-2
+        assert torch.allclose(mixed["x_adv"][b], alone["x_adv"][0], atol=2e-4), k
+        other = attack(tiny_model, x[b:b + 1], k, eps=EPS, iterations=it, seed=8)
+        if k != "fgsm-bpp":  # fgsm has no random start
+            assert not torch.allclose(mixed["x_adv"][b], other["x_adv"][0], atol=2e-4), k

@@ -469,3 +469,23 @@ def test_protocols_table(results, worst, capsys, tmp_path):
     assert cells[6] == f"{rate:+.1f} %"
     with pytest.raises(SystemExit):
         viz.main(["protocols", str(a)])
+
+
+def test_per_image_rates_are_real_bitstreams_and_batching_changes_nothing(smoke, images):
+    """Clean per-image bpp is the bitstream's; attacking two images together (eval_batch 2)
+    gives what one at a time gives on the ste path."""
+    from nic_core.metrics import psnr, real_codec
+    one = evaluate_robustness(smoke, images, attacks=("psnr", "bpp"), eps=5e-4, iterations=4,
+                              progress=False, batch_size=1)
+    two = evaluate_robustness(smoke, images, attacks=("psnr", "bpp"), eps=5e-4, iterations=4,
+                              progress=False, batch_size=2)
+    x = torch.stack([t for _, t in images])
+    rc = real_codec(smoke, x)
+    for j, (a, b) in enumerate(zip(one["per_image"], two["per_image"])):
+        assert a["bpp"] == pytest.approx(float(rc["bpp"][j]))
+        assert a["psnr-rgb"] == pytest.approx(float(psnr(x[j:j + 1], rc["x_hat"][j:j + 1])),
+                                              abs=1e-4)
+        for k in ("psnr", "bpp"):
+            for key in ("psnr-rgb", "bpp", "noise-mse"):
+                assert a["attacks"][k][key] == pytest.approx(b["attacks"][k][key], rel=1e-5,
+                                                             abs=1e-7), (j, k, key)

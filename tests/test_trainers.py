@@ -427,8 +427,10 @@ def test_resume_a_run_that_started_from_a_loaded_codec(smoke_run_dir, tmp_path, 
     buffers)."""
     ck = smoke_run_dir / "checkpoint.pt"
     cfg = {**config.defaults("pretrain", N=48, M=64, patch_size=64, batch_size=2, budget=4,
-                             lr=0.05, progress=False, run_dir=str(tmp_path)), "stage": "pretrain"}
-    train(checkpoints.load_model(ck), tiny_data, make_objective(cfg), cfg, tmp_path, stop_after=2)
+                             lr=1e-3, progress=False, run_dir=str(tmp_path)), "stage": "pretrain"}
+    torch.manual_seed(0)  # a run whose tables surely differ from the smoke codec's
+    train(build_model("hyper", N=48, M=64), tiny_data, make_objective(cfg), cfg, tmp_path,
+          stop_after=2)
     saved = checkpoints.load_checkpoint(tmp_path / "checkpoint.pt")["state_dict"]
     start = checkpoints.load_model(ck)
     differ = [k for k, v in start.named_buffers() if k.endswith("_quantized_cdf")
@@ -436,3 +438,63 @@ def test_resume_a_run_that_started_from_a_loaded_codec(smoke_run_dir, tmp_path, 
     assert differ, "the CDF tables kept their length: this test would not test anything"
     hist = train(start, tiny_data, make_objective(cfg), cfg, tmp_path)
     assert [r["step"] for r in hist] == [1, 2, 3, 4]
+
+
+def test_stage2_roles_get_their_own_iterations(monkeypatch):
+    """x1 gets the psnr attack with n_p iterations, x2 the bpp attack with n_b (swapping the
+    two parameters must change what runs)."""
+    from nic_core import trainers
+    seen = []
+
+    def spy(model, x, kind, eps, iterations, **kw):
+        seen.append((list(kind), list(iterations)))
+        return {"x_adv": x.clone()}
+    monkeypatch.setattr(trainers.attacks, "attack", spy)
+    torch.manual_seed(0)
+    student, teacher = build_model("hyper", N=16, M=24), build_model("hyper", N=16, M=24)
+    x = torch.rand(3, 3, 64, 64)
+    make_objective(_pkdt_cfg("unused", n_p=7, n_b=2), teacher)(student, x)
+    make_objective(_pkdt_cfg("unused", n_p=2, n_b=7), teacher)(student, x)
+    assert seen == [(["psnr", "bpp"], [7, 2]), (["psnr", "bpp"], [2, 7])]
+
+
+def test_schedule_applied_and_teacher_untouched_over_a_run(tmp_path, tiny_data):
+    """The optimiser really runs at the logged, halving learning rate; the frozen teacher keeps
+    its weights and eval mode through a whole Stage II train()."""
+    torch.manual_seed(0)
+    student, teacher = build_model("hyper", N=16, M=24), build_model("hyper", N=16, M=24)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = _pkdt_cfg(tmp_path, budget=6, lr=1e-3, lr_decay_start=2, lr_decay_every=2, n_p=1, n_b=1)
+    used = []
+    real_step = torch.optim.Adam.step
+
+    def spy_step(self, *a, **k):
+        used.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+    import unittest.mock as um
+    with um.patch.object(torch.optim.Adam, "step", spy_step):
+        hist = train(student, tiny_data, make_objective(cfg, teacher), cfg, cfg["run_dir"])
+    want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
+    assert [r["lr"] for r in hist] == pytest.approx(want)
+    assert used[0::2] == pytest.approx(want)  # net optimiser (the aux one steps in between)
+    assert used[1::2] == pytest.approx([cfg["aux_lr"]] * 6)
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_failed_save_keeps_the_old_checkpoint(smoke_run_dir, tmp_path, monkeypatch):
+    """A crash while writing (disk full, kill) leaves the previous checkpoint intact."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes((smoke_run_dir / "checkpoint.pt").read_bytes())
+    old = path.read_bytes()
+    model = checkpoints.load_model(path)
+
+    def broken(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoints.torch, "save", broken)
+    with pytest.raises(OSError, match="No space"):
+        checkpoints.save_checkpoint(path, model, {"model": "hyper"}, step=99)
+    assert path.read_bytes() == old
+    assert not [p for p in tmp_path.iterdir() if p.name != "checkpoint.pt"]  # no temp left
