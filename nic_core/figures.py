@@ -222,6 +222,45 @@ def fig_summary(found: Dict[str, Dict[str, Any]]):
     return fig
 
 
+def fig_learning(root, names=("hyper-q4", "hyper-q2", "hyper-q6")):
+    """Training PSNR (from the MSE term) and rate of the committed codecs against the step,
+    smoothed over 200 steps, so the reader sees where training stopped; None without any."""
+    import gzip
+    import json
+    import math
+
+    runs = []
+    for n in names:
+        p = Path(root) / "models" / "cpu" / n / "history.jsonl.gz"
+        if p.is_file():
+            rows = [json.loads(r) for r in gzip.decompress(p.read_bytes()).decode().splitlines()]
+            runs.append((n, rows))
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    offset = {"hyper-q2": 11372, "hyper-q6": 16000}  # where each fine-tuning started
+
+    def smooth(v, k=200):
+        out, acc = [], 0.0
+        for i, x in enumerate(v):
+            acc += x - (v[i - k] if i >= k else 0.0)
+            out.append(acc / min(i + 1, k))
+        return out
+    for n, rows in runs:
+        steps = [r["step"] + offset.get(n, 0) for r in rows]
+        psnr = smooth([-10 * math.log10(max(r["mse_loss"], 1e-12)) for r in rows])
+        bpp = smooth([r["bpp_loss"] for r in rows])
+        axes[0].plot(steps, psnr, lw=1, label=n)
+        axes[1].plot(steps, bpp, lw=1, label=n)
+    for ax, yl in ((axes[0], "training PSNR (dB, 128px crops)"), (axes[1], "training rate (bpp)")):
+        ax.set_xlabel("step (fine-tunings placed after their start)")
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, out_dir: Path, name: str) -> List[Path]:
     """PNG and PDF without timestamps or version strings (rebuilt byte-for-byte on one setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +289,9 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables") -> Dict[
         written += save(fig_summary(found), out, "fig1_summary_cpu")
     else:
         notes.append("fig3_rd_cpu, fig1_summary_cpu: no Table 1 results yet")
+    learning = fig_learning(root)
+    if learning is not None:
+        written += save(learning, out, "learning_curves_cpu")
     if any("ma2023@noise" in r.get("attacks", {}) for r in found.values()):
         written += save(fig_ma2023(found), out, "fig5_ma2023_cpu")
     notes.append("fig4 (eps 1e-3): no eps 1e-3 evaluation of the strong codecs yet: "

@@ -152,7 +152,7 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
     fig = tmp_path / "fig"
     made = sorted(p.name for p in fig.iterdir()) if fig.exists() else []
     committed = sorted(p.name for p in (ROOT / "figures").iterdir()
-                       if p.stem.startswith(("fig1_", "fig3_", "fig5_")))
+                       if p.stem.startswith(("fig1_", "fig3_", "fig5_", "learning_")))
     assert made == committed, (made, committed)
     assert figures.PALETTE["pkdt"] != figures.PALETTE["adv"]
 
