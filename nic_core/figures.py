@@ -48,7 +48,8 @@ RUNS: Dict[str, Tuple[str, str]] = {
 }
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
-LABELS = {"pretrained-q4": "pretrained (Hyper)", "teacher": "Ours w/o Stage II (teacher)",
+LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
+          "pretrained-q6": "pretrained (lmbda 0.0483)", "teacher": "Ours w/o Stage II (teacher)",
           "pkdt": "Ours (PKDT)", "adv": "adversarial training", "ma2023": "Ma2023",
           "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
@@ -141,6 +142,101 @@ def markdown(df: pd.DataFrame, digits: int = 3) -> str:
     for (m, s), row in df.iterrows():
         cells = ["-" if v != v or v is None else f"{v:.{digits}f}" for v in row.tolist()]
         lines.append("| " + " | ".join([m, s] + cells) + " |")
+    return "\n".join(lines)
+
+
+def _damage(r: Dict[str, Any], side: str, attack: Optional[str] = None) -> Dict[str, float]:
+    """Per image: PSNR change (dB) under the quality-side attack, or rate change (% of the
+    clean rate) under the rate-side attack (the worst case unless ``attack`` is given)."""
+    if side == "psnr":
+        return stats.per_image_values(r, attack or "worst-psnr", "delta-psnr")
+    clean = stats.per_image_values(r, None, "bpp")
+    d = stats.per_image_values(r, attack or "worst-bpp", "delta-bpp")
+    return {n: 100 * v / clean[n] for n, v in d.items()}
+
+
+# The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
+# attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
+# than a" means a smaller loss / gain. The paper's numbers from Table 1 (and Fig. 5, no number).
+CLAIMS = (
+    ("the psnr attack damages the pretrained codec", "psnr", None, "pretrained-q4",
+     22.3502 - 33.0, None),
+    ("the bpp attack damages the pretrained codec", "bpp", None, "pretrained-q4",
+     100 * (0.9161 - 0.4978) / 0.4978, None),
+    ("Stage I (teacher) is more robust than the pretrained codec", "psnr", "pretrained-q4",
+     "teacher", (25.9039 - 32.2592) - (22.3502 - 33.0), None),
+    ("Stage I (teacher) is more robust than the pretrained codec", "bpp", "pretrained-q4",
+     "teacher", 100 * ((0.7225 - 0.4322) / 0.4322 - (0.9161 - 0.4978) / 0.4978), None),
+    ("Stage II (ours) is more robust than Stage I alone", "psnr", "teacher", "pkdt",
+     (28.4039 - 32.0802) - (25.9039 - 32.2592), None),
+    ("Stage II (ours) is more robust than Stage I alone", "bpp", "teacher", "pkdt",
+     100 * ((0.6822 - 0.4323) / 0.4323 - (0.7225 - 0.4322) / 0.4322), None),
+    ("ours is more robust than plain adversarial training", "psnr", "adv", "pkdt", None, None),
+    ("ours is more robust than plain adversarial training", "bpp", "adv", "pkdt", None, None),
+    ("ours is more robust than Ma2023 under the Ma2023 attack (Fig. 5)", "psnr", "ma2023",
+     "pkdt", None, "ma2023@noise"),
+)
+
+
+def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """One row per claim and side: the paper's number, ours with a 95 % paired bootstrap
+    interval over the images, and the verdict: *confirmed at this scale* (the interval
+    excludes 0 in the paper's direction), *not confirmed* (it contains 0), *refuted* (it
+    excludes 0 in the other direction), or *not run yet* (a results file is missing)."""
+    rows = []
+    for claim, side, a, b, paper, attack in CLAIMS:
+        unit = "dB" if side == "psnr" else "% rate"
+        row = {"claim": claim, "side": f"{side} side ({unit})",
+               "paper": None if paper is None else round(paper, 2)}
+        if b not in found or (a is not None and a not in found):
+            rows.append({**row, "ours": None, "95% CI": "", "verdict": "not run yet"})
+            continue
+        db = _damage(found[b], side, attack)
+        if a is None:
+            diffs = list(db.values())
+            good = -1 if side == "psnr" else 1  # damage: a PSNR loss, a rate gain
+        else:
+            da = _damage(found[a], side, attack)
+            diffs = [db[n] - da[n] for n in db if n in da]
+            good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
+        ci = stats.bootstrap_ci(diffs)
+        if ci["lo"] <= 0 <= ci["hi"]:
+            verdict = "not confirmed (interval contains 0)"
+        elif (ci["mean"] > 0) == (good > 0):
+            verdict = "confirmed at this scale"
+        else:
+            verdict = "refuted at this scale"
+        rows.append({**row, "ours": round(ci["mean"], 2),
+                     "95% CI": f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]", "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def codecs(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """The codecs under attack against JPEG at their own clean rate (log-rate interpolation on
+    the JPEG curve of the same images)."""
+    from .jpeg import margin_over_jpeg
+
+    rows = []
+    for key in ("pretrained-q2", "pretrained-q4", "pretrained-q6", "teacher", "pkdt", "adv",
+                "ma2023"):
+        if key in found:
+            r = found[key]
+            m = margin_over_jpeg(r, found["jpeg"]) if "jpeg" in found else None
+            rows.append({"model": LABELS.get(key, key), "file": RUNS[key][0],
+                         "bpp": round(r["results"]["bpp"][0], 4),
+                         "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
+                         "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
+    return pd.DataFrame(rows)
+
+
+def flat_markdown(df: pd.DataFrame) -> str:
+    """A flat frame as a Markdown table (``-`` for a missing cell)."""
+    if df.empty:
+        return "(no results yet)"
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join("-" if v is None or v != v else str(v) for v in row)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -284,6 +380,9 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables") -> Dict[
         df.round(4).to_csv(tdir / f"{name}.csv")
         (tdir / f"{name}.md").write_text(markdown(df) + "\n")
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
+    for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found))):
+        (tdir / f"{name}.md").write_text(flat_markdown(df) + "\n")
+        written.append(tdir / f"{name}.md")
     if any(k in found for k in TABLE1_ROWS):
         written += save(fig_rd(found), out, "fig3_rd_cpu")
         written += save(fig_summary(found), out, "fig1_summary_cpu")

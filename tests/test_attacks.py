@@ -392,8 +392,8 @@ def test_mixed_batch_of_every_family_equals_separate_calls(tiny_model, x64):
     for b, (k, it) in enumerate(zip(kinds, iters)):
         alone = attack(tiny_model, x[b:b + 1], k, eps=EPS, iterations=it, seed=7)
         # 2e-4 (1/20 of a grey level): convolutions of a batch of 5 sum in another order than
-        # of 1 (measured up to 5e-5 after a few Adam steps); more iterations move pixels further
+        # of 1 (measured up to 5e-5 after a few Adam steps); different kinds differ far more
         assert torch.allclose(mixed["x_adv"][b], alone["x_adv"][0], atol=2e-4), k
-        if k != "fgsm-bpp":  # one step by definition
-            other = attack(tiny_model, x[b:b + 1], k, eps=EPS, iterations=it + 3, seed=7)
-            assert not torch.allclose(mixed["x_adv"][b], other["x_adv"][0], atol=2e-4), k
+    # samples 0, 2, 4 hold the same image under three kinds: the kinds really differ
+    for i, j in ((0, 2), (0, 4), (2, 4), (1, 3)):
+        assert not torch.allclose(mixed["x_adv"][i], mixed["x_adv"][j], atol=2e-4), (i, j)

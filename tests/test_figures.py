@@ -58,3 +58,20 @@ def test_build_draws_every_figure_its_results_allow(root):
     first = (root / "fig" / "fig3_rd_cpu.pdf").read_bytes()
     figures.build(root, "fig", "tab")  # no timestamps: a rebuild is byte-identical
     assert (root / "fig" / "fig3_rd_cpu.pdf").read_bytes() == first
+
+
+def test_verdicts_follow_the_intervals(root):
+    """Each claim's verdict is read off its paired bootstrap interval, in the paper's direction;
+    a claim whose results are missing says so."""
+    found, _ = figures.load(root)
+    df = figures.verdicts(found)
+    first = df.iloc[0]
+    d = list(stats.per_image_values(found["pretrained-q4"], "worst-psnr", "delta-psnr").values())
+    assert first["ours"] == pytest.approx(sum(d) / len(d), abs=0.005)
+    assert first["verdict"] == "confirmed at this scale"  # -2.49 dB, interval below 0
+    assert first["paper"] == pytest.approx(22.3502 - 33.0, abs=0.005)
+    by = {(r.claim, r.side): r.verdict for r in df.itertuples()}
+    assert by[("Stage II (ours) is more robust than Stage I alone", "bpp side (% rate)")] \
+        == "refuted at this scale"  # PKDT's rate rises 7.6 % more than the teacher's here
+    del found["ma2023"]
+    assert figures.verdicts(found).iloc[-1]["verdict"] == "not run yet"
