@@ -168,6 +168,8 @@ FIGURES: Dict[str, Spec] = {
     "root": (str, None, None, "repository root holding results/ (None: this checkout)"),
     "out_dir": (str, "figures", None, "where the figures go (PNG and PDF), under root"),
     "tables_dir": (str, "results/cpu/tables", None, "where Tables 1-2 go (CSV, Markdown)"),
+    "visual_image": (str, "kodim04", None, "Kodak image of the visual grid ('' : no grid)"),
+    "visual_iterations": (int, 50, _pos[0], "psnr-attack iterations of the visual grid"),
 }
 # schemas that stand alone (not COMMON + a stage's own names)
 STANDALONE: Dict[str, Dict[str, Spec]] = {"explorer": EXPLORER, "figures": FIGURES}

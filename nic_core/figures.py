@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import stats, viz  # noqa: E402
+from . import checkpoints, stats, viz  # noqa: E402
 from .evaluate import load_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,18 +211,23 @@ def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def codecs(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
     """The codecs under attack against JPEG at their own clean rate (log-rate interpolation on
-    the JPEG curve of the same images)."""
+    the JPEG curve of the same images); a codec not yet attacked is shown from its clean-only
+    results (``metrics_clean.json`` beside, when present)."""
     from .jpeg import margin_over_jpeg
 
     rows = []
     for key in ("pretrained-q2", "pretrained-q4", "pretrained-q6", "teacher", "pkdt", "adv",
                 "ma2023"):
-        if key in found:
-            r = found[key]
+        path = RUNS[key][0]
+        clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
+        r = found.get(key) or (load_results(clean) if clean.is_file() else None)
+        if r is not None:
+            if key not in found:
+                path = str(clean.relative_to(root))
             m = margin_over_jpeg(r, found["jpeg"]) if "jpeg" in found else None
-            rows.append({"model": LABELS.get(key, key), "file": RUNS[key][0],
+            rows.append({"model": LABELS.get(key, key), "file": path,
                          "bpp": round(r["results"]["bpp"][0], 4),
                          "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
                          "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
@@ -250,7 +255,18 @@ def _points(found, keys, kind):
     return sorted(pts)
 
 
-def fig_rd(found: Dict[str, Dict[str, Any]]):
+def clean_only(found: Dict[str, Dict[str, Any]], root=".") -> Dict[str, Dict[str, Any]]:
+    """Codecs not attacked yet but measured clean (``metrics_clean.json`` beside their
+    protocol-2 file): their clean point still belongs in the clean R-D panel."""
+    out = {}
+    for key in ("pretrained-q2", "pretrained-q4", "pretrained-q6"):
+        p = Path(root) / RUNS[key][0].replace("metrics_p2.json", "metrics_clean.json")
+        if key not in found and p.is_file():
+            out[key] = load_results(p)
+    return out
+
+
+def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str, Any]]] = None):
     """Fig. 3 at CPU scale: R-D clean / under the psnr attack / under the bpp attack (worst case
     per image), pretrained curve vs ours, JPEG and the paper's points (hollow). Means over the
     images; the spread of differences is in the tables (``DAMAGE``) and :func:`fig_summary`."""
@@ -260,7 +276,7 @@ def fig_rd(found: Dict[str, Dict[str, Any]]):
               ("ma2023", ("ma2023",), "v"), ("pkdt", ("pkdt",), "s")]
     for ax, (label, kind) in zip(axes, BLOCKS):
         for name, keys, style in curves:
-            pts = _points(found, keys, kind)
+            pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour(name),
                         ms=5, lw=1.2,
@@ -357,6 +373,32 @@ def fig_learning(root, names=("hyper-q4", "hyper-q2", "hyper-q6")):
     return fig
 
 
+def fig_visual(root, image: str = "kodim04", attack: str = "psnr", eps: float = 5e-4,
+               iterations: int = 50, crop: int = 256,
+               names=("hyper-q4", "hyper-q4-pkdt")) -> Tuple[Optional[Any], str]:
+    """The visual grid: original | adversarial | noise (amplified) | reconstruction of the clean
+    and of the attacked image, one row per committed model (the attack explorer's figure,
+    white-box per model, seed 0). Returns (figure or None, a note)."""
+    from . import data, explorer
+
+    models = {LABELS.get(k, k): checkpoints.load_model(Path(root) / "models" / "cpu" / n /
+                                                       "model.pt")
+              for k, n in zip(("pretrained-q4", "pkdt"), names)
+              if (Path(root) / "models" / "cpu" / n / "model.pt").is_file()}
+    if not models:
+        return None, f"visual grid: none of models/cpu/{{{','.join(names)}}} committed yet"
+    try:
+        paths, desc = data.find_test_set("kodak", None)
+    except FileNotFoundError as e:
+        return None, f"visual grid: {e}"
+    images = {Path(p).stem: p for p in paths}
+    if image not in images or desc.startswith("FALLBACK"):
+        return None, f"visual grid: {image} not found ({desc}); set $NIC_DATA"
+    ex = explorer.Explorer(models, {image: images[image]}, crop=crop, eps_grid=[eps])
+    return ex.figure(image, attack, eps, iterations, list(models)), \
+        f"visual grid: {image}, {attack} attack, eps {eps:g}, {iterations} iterations"
+
+
 def save(fig, out_dir: Path, name: str) -> List[Path]:
     """PNG and PDF without timestamps or version strings (rebuilt byte-for-byte on one setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -368,8 +410,10 @@ def save(fig, out_dir: Path, name: str) -> List[Path]:
     return paths
 
 
-def build(root=".", out_dir="figures", tables_dir="results/cpu/tables") -> Dict[str, Any]:
-    """Every figure and table that its results allow; returns ``written`` paths and ``notes``."""
+def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
+          visual: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Every figure and table that its results allow; returns ``written`` paths and ``notes``.
+    ``visual``: keyword arguments of :func:`fig_visual` (``None``: no visual grid)."""
     found, notes = load(root)
     out, tdir = Path(root) / out_dir, Path(root) / tables_dir
     written: List[Path] = []
@@ -380,21 +424,27 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables") -> Dict[
         df.round(4).to_csv(tdir / f"{name}.csv")
         (tdir / f"{name}.md").write_text(markdown(df) + "\n")
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
-    for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found))):
+    for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root))):
         (tdir / f"{name}.md").write_text(flat_markdown(df) + "\n")
         written.append(tdir / f"{name}.md")
     if any(k in found for k in TABLE1_ROWS):
-        written += save(fig_rd(found), out, "fig3_rd_cpu")
+        written += save(fig_rd(found, clean_only(found, root)), out, "fig3_rd_cpu")
         written += save(fig_summary(found), out, "fig1_summary_cpu")
     else:
         notes.append("fig3_rd_cpu, fig1_summary_cpu: no Table 1 results yet")
+    if visual is not None:
+        fig, note = fig_visual(root, **visual)
+        notes.append(note)
+        if fig is not None:
+            written += save(fig, out, "visual_grid_cpu")
     learning = fig_learning(root)
     if learning is not None:
         written += save(learning, out, "learning_curves_cpu")
     if any("ma2023@noise" in r.get("attacks", {}) for r in found.values()):
         written += save(fig_ma2023(found), out, "fig5_ma2023_cpu")
-    notes.append("fig4 (eps 1e-3): no eps 1e-3 evaluation of the strong codecs yet: "
-                 f"{REPRO} with EVAL=params/cpu/eval_protocol2_eps1e-3.yaml")
+    notes.append("fig4 (eps 1e-3): not run on the strong codecs yet: python -m nic_core.runs "
+                 "pretrain -f params/cpu/eval_protocol2.yaml -p eps 0.001 --eval-only "
+                 "models/cpu/NAME/model.pt --out results/cpu/NAME/metrics_p2_eps1e-3.json")
     return {"written": written, "notes": notes, "found": sorted(found)}
 
 
@@ -404,8 +454,12 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=".")
     ap.add_argument("--out", default="figures")
     ap.add_argument("--tables", default="results/cpu/tables")
+    ap.add_argument("--visual-image", default="kodim04", help="'' for no visual grid")
+    ap.add_argument("--visual-iterations", type=int, default=50)
     args = ap.parse_args(argv)
-    res = build(args.root, args.out, args.tables)
+    visual = (dict(image=args.visual_image, iterations=args.visual_iterations)
+              if args.visual_image else None)
+    res = build(args.root, args.out, args.tables, visual=visual)
     for p in res["written"]:
         print(f"wrote {p}")
     for n in res["notes"]:

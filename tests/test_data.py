@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _real_root() -> Path:
     """A data root holding the real Kodak images, or skip."""
-    candidates = [os.environ.get("NIC_DATA"), "/work/shared/data", REPO.parent / "shared" / "data"]
+    candidates = [os.environ.get("NIC_DATA"), REPO.parent / "shared" / "data"]
     for c in candidates:
         if c and (Path(c) / "kodak" / "kodim01.png").is_file():
             return Path(c)
