@@ -345,11 +345,15 @@ def test_transfer_matrix_diagonal_is_white_box_and_masking_caught(smoke, worst, 
 def test_masked_model_random_noise_finding(smoke, images):
     masked = _masked(smoke)
     r = evaluate_robustness(masked, images, attacks=(), worst_case=("psnr", "noise"),
-                            iterations=3, progress=False)
-    # white-box gradient attack does nothing: noise (or a tie at zero) wins every image
+                            iterations=3, progress=False, rate_tol=1.0)
+    # the white-box gradient attack does nothing (zero gradient through the rounding) ...
+    for row in r["per_image"]:
+        assert row["attacks"]["psnr"]["delta-psnr"] > -0.05, row["attacks"]["psnr"]
+    # ... and a finding says so: random noise beat it, or it left the budget unused (when the
+    # noise happens to be harmless too on this codec)
     wins = r["attacks"]["worst-psnr"]["wins"]
-    assert wins["noise"] == len(images), wins
-    assert any("random noise beat" in f for f in r["findings"])
+    assert (wins["noise"] == len(images) and any("random noise beat" in f for f in r["findings"])) \
+        or sum("psnr used only" in f for f in r["findings"]) == len(images), (wins, r["findings"])
 
 
 def test_saturation_sweep(smoke, images):
