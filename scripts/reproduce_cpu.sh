@@ -20,8 +20,8 @@ PY=${PY:-.venv/bin/python}
 T=${THREADS:-1}
 export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
-STEPS=(q4 q2 q6 teacher pkdt adv ma2023 eval-q4 eval-q2 eval-q6 eval-teacher eval-pkdt
-       eval-adv eval-ma2023 jpeg figures)
+STEPS=(q4 q2 q6 q1 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1
+       eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 ablations jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
 
@@ -61,10 +61,15 @@ run_step() {
     q4) train hyper-q4 pretrain params/cpu/01_pretrain_hyper-q4.yaml ;;
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
+    q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
     teacher) train hyper-q4-teacher teacher params/cpu/hyper-q4/02_teacher.yaml ;;
     pkdt|adv|ma2023)
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$1" -p teacher "$teacher" ;;
+    pkdt-s1|adv-s1)  # a second training seed of the Stage II methods (seed 1; the first is 0)
+      local teacher=models/cpu/hyper-q4-teacher/model.pt
+      train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "${1%-s1}" \
+        -p teacher "$teacher" -p seed 1 ;;
     eval-q4) evaluate hyper-q4 "pretrained (q4)" ;;
     eval-q2) evaluate hyper-q2 "pretrained (q2)" ;;
     eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
@@ -72,6 +77,12 @@ run_step() {
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
     eval-ma2023) evaluate hyper-q4-ma2023 "Ma2023" ;;
+    eval-q1) evaluate hyper-q1 "pretrained (q1)" ;;
+    eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
+    eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
+    ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
+      .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
+        -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     figures) make figures ;;
