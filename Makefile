@@ -44,13 +44,15 @@ bench: setup
 	$(PY) -m nic_core.bench training
 
 # Every README figure and table from the committed results (notebooks/05_figures.ipynb, headless;
-# a minute): figures/*.png|pdf and results/cpu/tables/*. Missing results are named with their command.
+# a minute): figures/*.png|pdf and results/cpu/tables/*, pasted into README.md's include blocks.
+# Missing results are named with their command.
 figures: setup
 	@mkdir -p runs
 	$(VENV)/bin/papermill notebooks/05_figures.ipynb runs/05_figures.ipynb --cwd . -k python3
+	$(PY) -m nic_core.figures --readme-only
 
 # The whole CPU reproduction (issue 9), resumable step by step: scripts/reproduce_cpu.sh
-# (about 6.5 core-hours on the 2-core machine; run `scripts/reproduce_cpu.sh STEP` to do a part)
+# (about 9.5 core-hours on the 2-core machine; run `scripts/reproduce_cpu.sh STEP` to do a part)
 reproduce-cpu: setup
 	scripts/reproduce_cpu.sh
 

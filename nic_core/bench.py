@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from . import attacks, config, losses, trainers
+from . import attacks, cli, config, losses, trainers
 from .models import aux_parameters, build_model, codec_forward, net_parameters, quantization
 
 TARGET_ATTACK_OVER_BARE = 1.15  # with strongest-iterate tracking on (issue 8)
@@ -401,4 +401,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from . import cli
 from .models import model_from_state_dict
 
 FORMAT = "nic_core/1"
@@ -272,4 +273,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

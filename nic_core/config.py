@@ -34,6 +34,12 @@ COMMON: Dict[str, Spec] = {
     "device": (str, "auto", lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
                "auto, cpu or cuda[:i]"),
     "threads": (int, 0, _nonneg[0], "torch CPU threads (0: all cores)"),
+    "precision": (str, "fp32", lambda v: v in ("fp32", "bf16"),
+                  "training forward: fp32, or bf16 autocast (GPU speed; entropy models and "
+                  "every evaluation stay float32)"),
+    "cudnn": (str, "default", lambda v: v in ("default", "benchmark", "deterministic"),
+              "cuDNN on a GPU: default, benchmark (fastest kernels for fixed crop sizes) or "
+              "deterministic (bit-reproducible runs, slower)"),
     "patch_size": (int, 128, lambda v: v >= 64, "training crop size"),
     "batch_size": (int, 8, _pos[0], "training batch size"),
     "lr": (float, 1e-4, _pos[0], "initial learning rate"),
@@ -105,7 +111,8 @@ STAGE: Dict[str, Dict[str, Spec]] = {
     },
 }
 
-DEFAULT_CHECKPOINTS = "runs/smoke/01_pretrain/checkpoint.pt,runs/smoke/03_pkdt/checkpoint.pt"
+# the committed CPU models (issue 9): a newcomer sees real codecs under attack without training
+DEFAULT_CHECKPOINTS = "models/cpu/hyper-q4/model.pt,models/cpu/hyper-q4-pkdt/model.pt"
 DEFAULT_EPS_GRID = "0.0001,0.00025,0.0005,0.001,0.002"
 
 

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from .jpeg import encode
+from . import jpeg as _jpeg  # the module, not its names: jpeg imports runs, which imports this one
 
 __all__ = ["InputTransform", "jpeg", "blur", "DEFENCES", "wrap"]
 
 
 def jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
     """JPEG re-encoding (Pillow, 4:2:0) per image; identity gradient (BPDA)."""
-    y = torch.stack([encode(t, quality)[0].to(x.device) for t in x])
+    y = torch.stack([_jpeg.encode(t, quality)[0].to(x.device) for t in x])
     return x + (y - x).detach()
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from . import checkpoints, data, stats
+from . import checkpoints, cli, data, stats
 from .models import codec_forward
 
 
@@ -82,4 +82,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -5,23 +5,11 @@ arXiv 2403.06700: per image the clean estimated and real (bitstream) bpp, PSNR a
 then for each attack the same quantities on the adversarial image, with PSNR / MS-SSIM taken
 against the ORIGINAL clean image (as in the paper), the deltas to clean and the noise achieved.
 
-The result is CompressAI's ``eval_model`` JSON, extended (``results`` holds one value per key,
-as CompressAI writes one entry per model point, so its plotting tool reads it unchanged)::
-
-    {"name", "description", "dataset", "config": {... plain values ..., "evaluation": {...}},
-     "results": {"psnr-rgb": [m], "ms-ssim-rgb": [m], "bpp": [m], "bpp-est": [m],
-                 "bpp_main-est": [m], "encoding_time": [m], "decoding_time": [m]},
-     "stderr": {"psnr-rgb": se, "bpp": se},
-     "attacks": {spec: {"kind", "eps", "iterations", "lr", "quant", "held": n,
-                        "results": {"psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-est", "delta-psnr",
-                                    "delta-bpp", "noise-mse", "noise-psnr", "budget-use",
-                                    "seconds"},
-                        "stderr": {"psnr-rgb", "bpp", "delta-psnr", "delta-bpp"}},
-                 "worst-psnr" / "worst-bpp": {..., "members": [...], "wins": {spec: n}}},
-     "per_image": [{"name", "height", "width", <clean keys as scalars>,
-                    "attacks": {spec: {<attack keys as scalars>, "held", "best-iteration",
-                                       "restart"(, "winner" in worst-*)}}}],
-     "findings": ["kodim03: psnr used only 91 % of the budget", ...]}
+The result is CompressAI's ``eval_model`` JSON, extended with ``"attacks"`` (one block per attack
+spec and worst case), ``"per_image"`` rows and ``"findings"``; :mod:`nic_core.results` describes
+the format and holds its helpers (``save_results``, ``load_results``, ``CLEAN_KEYS``,
+``ATTACK_KEYS``, re-exported here). Transfer between models and attack saturation, and the CLI
+``python -m nic_core.evaluate transfer|saturation``, are in :mod:`nic_core.transfer`.
 
 An attack spec is ``kind[@quant][:iterations][/schedule]`` (``attacks.parse_spec``); the
 worst-case rows take, per image, the lowest PSNR (highest rate) over the ensemble among the
@@ -29,83 +17,32 @@ results that *held* the other quantity (rate within ``RATE_TOL``, PSNR within ``
 Protocol 1 files (before the strongest-iterate attacks) have no ``config.evaluation.protocol``.
 
 ``bpp`` is the real bitstream rate when ``real=True`` (default) and the estimated one otherwise
-(``config["evaluation"]["real"]`` says which). Undefined values (MS-SSIM under 161 px, the
-times without real coding, the PSNR of zero noise) are ``None`` in the dict and ``null`` in the
-file, never NaN: the file is strict JSON and ``load_results(save_results(r)) == r`` exactly.
-Means skip ``None`` (all ``None`` gives ``None``).
+(``config["evaluation"]["real"]`` says which).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import math
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from . import attacks as _attacks
-from . import distributed, stats
+from . import cli, distributed, stats
 from .metrics import ms_ssim, psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
+from .results import (ATTACK_KEYS, CLEAN_KEYS, REQUIRED_KEYS, REQUIRED_RESULTS, _mean, _num,
+                      _plain, load_results, save_results)
 
-__all__ = ["evaluate_robustness", "transfer_matrix", "saturation", "parse_attacks", "save_results",
-           "load_results", "CLEAN_KEYS", "ATTACK_KEYS"]
+__all__ = ["evaluate_robustness", "parse_attacks", "save_results", "load_results", "CLEAN_KEYS",
+           "ATTACK_KEYS", "REQUIRED_KEYS", "REQUIRED_RESULTS"]  # the format's from .results
 
-CLEAN_KEYS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-est", "bpp_main-est", "encoding_time",
-              "decoding_time")
-ATTACK_KEYS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-est", "delta-psnr", "delta-bpp",
-               "noise-mse", "noise-psnr", "budget-use", "seconds")
 RATE_TOL = 0.05  # a psnr-side result "held" the rate: |bpp / bpp_clean - 1| <= 5 %
 PSNR_TOL = 1.0   # a bpp-side result "held" the PSNR: drop <= 1 dB
 # 2: strongest iterate, cosine step, restarts, attack specs, worst case (1: last iterate)
 PROTOCOL = 2
-REQUIRED_KEYS = ("name", "results")
-REQUIRED_RESULTS = ("psnr-rgb", "bpp")
 
 Images = Union[torch.Tensor, Sequence[Tuple[str, torch.Tensor]]]
-
-
-def _num(v) -> Optional[float]:
-    """A finite float, or None for NaN / inf / None."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _mean(values) -> Optional[float]:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _plain(obj: Any) -> Any:
-    """Plain JSON values: dicts with str keys, lists, str, int, float (finite), bool, None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return _num(obj)
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return _plain(obj.item())
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        try:
-            return _plain(obj.item())
-        except (TypeError, ValueError):
-            pass
-    return str(obj)
 
 
 def _as_images(images: Images) -> List[Tuple[str, torch.Tensor]]:
@@ -236,6 +173,173 @@ def _findings(per_image, specs, members) -> List[str]:
     return notes
 
 
+def _merge_specs(attacks: Sequence[str], worst_case: Sequence[str], quant: str,
+                 iterations: Union[int, Mapping[str, int]], schedule: str
+                 ) -> Tuple[Dict[str, Spec], List[str]]:
+    """The attacks to run (``attacks``, then the ensemble's other members) and the keys of the
+    ensemble's members (a member also listed in ``attacks`` is computed once, under its key)."""
+    specs = parse_attacks(list(attacks), quant, iterations, schedule)
+    extra = parse_attacks(list(worst_case), quant, iterations, schedule) if worst_case else {}
+    members = []
+    for key, spec in extra.items():
+        same = [k for k, v in specs.items() if v == spec]
+        members.append(same[0] if same else key)
+        if not same:
+            specs[key] = spec
+    return specs, members
+
+
+def _check_inputs(items: List[Tuple[str, torch.Tensor]], batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    for _, t in items:
+        if not t.is_floating_point():
+            raise ValueError(f"images must be float tensors in [0, 1], got {t.dtype}")
+
+
+def _attack_row(att: Mapping[str, list], adv: Mapping[str, Any], b: int,
+                clean: Mapping[str, Any], eps: float, seconds: float) -> Dict[str, Any]:
+    """Sample ``b`` of one batched attack: its measurements against the clean row (no "held")."""
+    nmse = float(adv["noise_mse"][b])
+    return {"psnr-rgb": att["psnr-rgb"][b], "ms-ssim-rgb": att["ms-ssim-rgb"][b],
+            "bpp": att["bpp"][b], "bpp-est": att["bpp-est"][b],
+            "delta-psnr": (None if att["psnr-rgb"][b] is None or clean["psnr-rgb"] is None
+                           else att["psnr-rgb"][b] - clean["psnr-rgb"]),
+            "delta-bpp": att["bpp"][b] - clean["bpp"],
+            "noise-mse": nmse, "noise-psnr": _num(psnr_from_mse(nmse)),
+            "budget-use": nmse / eps,
+            "best-iteration": int(adv["best_iteration"][b]),
+            "restart": int(adv["restart"][b]),
+            "seconds": seconds}
+
+
+def _add_attack_rows(rows: List[Dict[str, Any]], keys: List[str], specs: Mapping[str, Spec],
+                     adv: Mapping[str, Any], att: Mapping[str, list], kw: Mapping[str, Any],
+                     adversarial: Optional[Dict[str, Dict[str, torch.Tensor]]]) -> None:
+    """File one batched call's results (samples: ``keys`` x ``rows``) under each image's row."""
+    n = len(rows)
+    for s, key in enumerate(keys):
+        for j, row in enumerate(rows):
+            b = s * n + j
+            r = _attack_row(att, adv, b, row, kw["eps"], adv["seconds"] / (n * len(keys)))
+            r["held"] = _held(specs[key][0], r, row, kw["rate_tol"], kw["psnr_tol"])
+            row["attacks"][key] = r
+            if adversarial is not None:
+                adversarial.setdefault(key, {})[row["name"]] = adv["x_adv"][b].detach().cpu()
+
+
+def _add_worst(rows: List[Dict[str, Any]], members: Sequence[str],
+               specs: Mapping[str, Spec]) -> None:
+    """Each row's ``worst-psnr`` / ``worst-bpp`` over the ensemble ``members`` (if any)."""
+    kinds = {k: v[0] for k, v in specs.items()}
+    for row in rows:
+        for which in ("psnr", "bpp"):
+            w = _worst(row, members, kinds, which) if members else None
+            if w is not None:
+                row["attacks"][f"worst-{which}"] = w
+
+
+def _group_rows(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]], idx: List[int],
+                specs: Mapping[str, Spec], members: Sequence[str], real: bool,
+                kw: Mapping[str, Any], adversarial, bar) -> List[Dict[str, Any]]:
+    """The per-image rows of one group of equal-size images: clean, every attack (one batched
+    call per gradient path and schedule), worst case."""
+    x = torch.stack([items[i][1] for i in idx]).to(next(model.parameters()).device)
+    n = len(idx)
+    clean = _measure(model, x, x, real)
+    rows = [{"name": items[i][0], "height": int(x.shape[-2]), "width": int(x.shape[-1]),
+             **{k: clean[k][j] for k in CLEAN_KEYS}, "attacks": {}}
+            for j, i in enumerate(idx)]
+    by_call: Dict[Tuple[str, str], List[str]] = {}  # one batched call per (path, schedule)
+    for key, (_, q, _, sch) in specs.items():
+        by_call.setdefault((q, sch), []).append(key)
+    for (q, sch), keys in by_call.items():
+        adv = _attacks.attack(
+            model, x.repeat(len(keys), 1, 1, 1), [specs[k][0] for k in keys for _ in idx],
+            iterations=[specs[k][2] for k in keys for _ in idx], quant=q, schedule=sch, **kw)
+        att = _measure(model, x.repeat(len(keys), 1, 1, 1), adv["x_adv"], real)
+        _add_attack_rows(rows, keys, specs, adv, att, kw, adversarial)
+        bar.update(n * kw["restarts"] * sum(specs[k][2] for k in keys))
+    _add_worst(rows, members, specs)
+    return rows
+
+
+def _evaluate_groups(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]],
+                     groups: List[List[int]], specs: Mapping[str, Spec], members: Sequence[str],
+                     real: bool, kw: Mapping[str, Any], adversarial, desc: str,
+                     disable: bool) -> List[Optional[Dict[str, Any]]]:
+    """Rows of the images in ``groups`` (``None`` for the others); ``model`` in eval mode
+    meanwhile, its modes given back after."""
+    modes = [(m, m.training) for m in model.modules()]
+    per_image: List[Optional[Dict[str, Any]]] = [None] * len(items)
+    total = sum(map(len, groups)) * kw["restarts"] * sum(v[2] for v in specs.values())
+    try:
+        model.eval()
+        if real:
+            update_entropy_tables(model)
+        bar = tqdm(total=total, desc=desc, unit="it", disable=disable)
+        for idx in groups:
+            rows = _group_rows(model, items, idx, specs, members, real, kw, adversarial, bar)
+            for j, i in enumerate(idx):
+                per_image[i] = rows[j]
+        bar.close()
+    finally:
+        for m, t in modes:
+            m.training = t
+    return per_image
+
+
+def _gather(per_image: List[Optional[Dict[str, Any]]], groups: List[List[int]],
+            adversarial: Optional[Dict[str, Dict[str, torch.Tensor]]]) -> None:
+    """Under torchrun: every rank's rows (and adversarial images) into every rank's lists."""
+    for part in distributed.gather({i: per_image[i] for idx in groups for i in idx}):
+        for i, row in part.items():
+            per_image[i] = row
+    if adversarial is not None:
+        for part in distributed.gather(dict(adversarial)):
+            for key, imgs in part.items():
+                adversarial.setdefault(key, {}).update(imgs)
+
+
+def _attack_blocks(per_image: List[Dict[str, Any]], specs: Mapping[str, Spec],
+                   members: List[str], eps: float, lr: Optional[float]) -> Dict[str, Any]:
+    """The ``"attacks"`` summary: settings, means, standard errors and held count per attack,
+    and the worst-case rows with how often each member won."""
+    blocks = {key: {"eps": _num(eps), "iterations": it, "lr": _num(lr), "quant": q,
+                    "kind": kind, "schedule": sch} for key, (kind, q, it, sch) in specs.items()}
+    for which in ("psnr", "bpp"):
+        wk = f"worst-{which}"
+        if members and all(wk in r["attacks"] for r in per_image):
+            wins = {m: sum(r["attacks"][wk]["winner"] == m for r in per_image) for m in members}
+            blocks[wk] = {"eps": _num(eps), "members": members, "wins": wins, "quant": "worst",
+                          "iterations": max(specs[m][2] for m in members), "lr": _num(lr)}
+    for key, block in blocks.items():
+        vals = [r["attacks"][key] for r in per_image]
+        block["results"] = {k: [_mean(v[k] for v in vals)] for k in ATTACK_KEYS}
+        block["stderr"] = {k: stats.mean_se([v[k] for v in vals])["se"]
+                           for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")}
+        block["held"] = sum(bool(v["held"]) for v in vals)
+    return blocks
+
+
+def _results(name, description, dataset, config: Optional[Mapping[str, Any]],
+             settings: Dict[str, Any], per_image: List[Dict[str, Any]], blocks: Dict[str, Any],
+             findings: List[str]) -> Dict[str, Any]:
+    """The results dict (the format of :mod:`nic_core.results`), as plain JSON values."""
+    results = {
+        "name": str(name),
+        "description": str(description),
+        "dataset": str(dataset),
+        "config": {**_plain(dict(config or {})), "evaluation": _plain(settings)},
+        "results": {k: [_mean(r[k] for r in per_image)] for k in CLEAN_KEYS},
+        "stderr": {k: stats.mean_se([r[k] for r in per_image])["se"] for k in ("psnr-rgb", "bpp")},
+        "attacks": blocks,
+        "per_image": per_image,
+        "findings": findings,
+    }
+    return _plain(results)
+
+
 def evaluate_robustness(model: torch.nn.Module, images: Images,
                         attacks: Sequence[str] = ("psnr", "bpp"), eps: float = 5e-4,
                         iterations: Union[int, Mapping[str, int]] = 100,
@@ -279,112 +383,25 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
             path and schedule runs as samples of one batch (per-image results do not depend on either with
             ``quant="ste"``).
         adversarial: if a dict is given, it receives ``{spec: {image name: x_adv [3,H,W]}}``
-            (e.g. for :func:`transfer_matrix`).
+            (e.g. for :func:`nic_core.transfer.transfer_matrix`).
 
     Returns:
-        The results dict described in the module docstring, plus ``"findings"`` (list of str).
+        The results dict described in :mod:`nic_core.results`, plus ``"findings"`` (list of str).
     """
     items = _as_images(images)
-    specs = parse_attacks(list(attacks), quant, iterations, schedule)
-    extra = parse_attacks(list(worst_case), quant, iterations, schedule) if worst_case else {}
-    members = []
-    for key, spec in extra.items():
-        same = [k for k, v in specs.items() if v == spec]
-        members.append(same[0] if same else key)
-        if not same:
-            specs[key] = spec
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    for _, t in items:
-        if not t.is_floating_point():
-            raise ValueError(f"images must be float tensors in [0, 1], got {t.dtype}")
-    kinds = {k: v[0] for k, v in specs.items()}
-    device = next(model.parameters()).device
-    modes = [(m, m.training) for m in model.modules()]
-    per_image: List[Dict[str, Any]] = [None] * len(items)  # type: ignore[list-item]
-    by_call: Dict[Tuple[str, str], List[str]] = {}  # one batched call per (path, schedule)
-    for key, (_, q, _, sch) in specs.items():
-        by_call.setdefault((q, sch), []).append(key)
+    specs, members = _merge_specs(attacks, worst_case, quant, iterations, schedule)
+    _check_inputs(items, batch_size)
     # under torchrun each rank takes every size-th group of images; rows are gathered below,
     # so the results equal a single process's (the same groups, seeds and batches)
     rank, size = distributed.world()
     mine = list(_groups(items, batch_size))[rank::size]
-    total = sum(map(len, mine)) * restarts * sum(v[2] for v in specs.values())
-    try:
-        model.eval()
-        if real:
-            update_entropy_tables(model)
-        bar = tqdm(total=total, desc=f"evaluate {name}", unit="it",
-                   disable=not progress or rank > 0)
-        for idx in mine:
-            x = torch.stack([items[i][1] for i in idx]).to(device)
-            n = len(idx)
-            clean = _measure(model, x, x, real)
-            rows = [{"name": items[i][0], "height": int(x.shape[-2]), "width": int(x.shape[-1]),
-                     **{k: clean[k][j] for k in CLEAN_KEYS}, "attacks": {}}
-                    for j, i in enumerate(idx)]
-            for (q, sch), keys in by_call.items():
-                adv = _attacks.attack(
-                    model, x.repeat(len(keys), 1, 1, 1), [specs[k][0] for k in keys for _ in idx],
-                    eps=eps, iterations=[specs[k][2] for k in keys for _ in idx], lr=lr, quant=q,
-                    seed=seed, to_uint8=to_uint8, schedule=sch, keep_best=keep_best,
-                    restarts=restarts, rate_tol=rate_tol, psnr_tol=psnr_tol)
-                att = _measure(model, x.repeat(len(keys), 1, 1, 1), adv["x_adv"], real)
-                for s, key in enumerate(keys):
-                    for j, row in enumerate(rows):
-                        b = s * n + j
-                        nmse = float(adv["noise_mse"][b])
-                        r = {"psnr-rgb": att["psnr-rgb"][b], "ms-ssim-rgb": att["ms-ssim-rgb"][b],
-                             "bpp": att["bpp"][b], "bpp-est": att["bpp-est"][b],
-                             "delta-psnr": (None if att["psnr-rgb"][b] is None
-                                            or row["psnr-rgb"] is None
-                                            else att["psnr-rgb"][b] - row["psnr-rgb"]),
-                             "delta-bpp": att["bpp"][b] - row["bpp"],
-                             "noise-mse": nmse, "noise-psnr": _num(psnr_from_mse(nmse)),
-                             "budget-use": nmse / eps,
-                             "best-iteration": int(adv["best_iteration"][b]),
-                             "restart": int(adv["restart"][b]),
-                             "seconds": adv["seconds"] / (n * len(keys))}
-                        r["held"] = _held(specs[key][0], r, row, rate_tol, psnr_tol)
-                        row["attacks"][key] = r
-                        if adversarial is not None:
-                            adversarial.setdefault(key, {})[row["name"]] = \
-                                adv["x_adv"][b].detach().cpu()
-                bar.update(n * restarts * sum(specs[k][2] for k in keys))
-            for row in rows:
-                for which in ("psnr", "bpp"):
-                    w = _worst(row, members, kinds, which) if members else None
-                    if w is not None:
-                        row["attacks"][f"worst-{which}"] = w
-            for j, i in enumerate(idx):
-                per_image[i] = rows[j]
-        bar.close()
-    finally:
-        for m, t in modes:
-            m.training = t
+    kw = dict(eps=eps, lr=lr, seed=seed, to_uint8=to_uint8, keep_best=keep_best,
+              restarts=restarts, rate_tol=rate_tol, psnr_tol=psnr_tol)  # of every attack call
+    per_image = _evaluate_groups(model, items, mine, specs, members, real, kw, adversarial,
+                                 desc=f"evaluate {name}", disable=not progress or rank > 0)
     if size > 1:
-        for part in distributed.gather({i: per_image[i] for idx in mine for i in idx}):
-            for i, row in part.items():
-                per_image[i] = row
-        if adversarial is not None:
-            for part in distributed.gather(dict(adversarial)):
-                for key, imgs in part.items():
-                    adversarial.setdefault(key, {}).update(imgs)
-
-    blocks = {key: {"eps": _num(eps), "iterations": it, "lr": _num(lr), "quant": q,
-                    "kind": kind, "schedule": sch} for key, (kind, q, it, sch) in specs.items()}
-    for which in ("psnr", "bpp"):
-        wk = f"worst-{which}"
-        if members and all(wk in r["attacks"] for r in per_image):
-            wins = {m: sum(r["attacks"][wk]["winner"] == m for r in per_image) for m in members}
-            blocks[wk] = {"eps": _num(eps), "members": members, "wins": wins, "quant": "worst",
-                          "iterations": max(specs[m][2] for m in members), "lr": _num(lr)}
-    for key, block in blocks.items():
-        vals = [r["attacks"][key] for r in per_image]
-        block["results"] = {k: [_mean(v[k] for v in vals)] for k in ATTACK_KEYS}
-        block["stderr"] = {k: stats.mean_se([v[k] for v in vals])["se"]
-                           for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")}
-        block["held"] = sum(bool(v["held"]) for v in vals)
+        _gather(per_image, mine, adversarial)
+    blocks = _attack_blocks(per_image, specs, members, eps, lr)
     findings = _findings(per_image, specs, members)
     if findings and progress:
         print(f"{name}: {len(findings)} finding(s):\n  " + "\n  ".join(findings))
@@ -394,278 +411,14 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
                 "batch_size": batch_size, "restarts": restarts, "schedule": schedule,
                 "keep_best": keep_best, "rate_tol": rate_tol, "psnr_tol": psnr_tol,
                 "protocol": PROTOCOL}
-    results = {
-        "name": str(name),
-        "description": str(description),
-        "dataset": str(dataset),
-        "config": {**_plain(dict(config or {})), "evaluation": _plain(settings)},
-        "results": {k: [_mean(r[k] for r in per_image)] for k in CLEAN_KEYS},
-        "stderr": {k: stats.mean_se([r[k] for r in per_image])["se"] for k in ("psnr-rgb", "bpp")},
-        "attacks": blocks,
-        "per_image": per_image,
-        "findings": findings,
-    }
-    return _plain(results)
-
-
-def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attack: str = "psnr",
-                    eps: float = 5e-4, iterations: int = 100, quant: str = "ste", seed: int = 0,
-                    adversarial: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
-                    progress: bool = True, tol_db: float = 0.1, tol_rate: float = 0.01,
-                    **attack_kw) -> Dict[str, Any]:
-    """Transfer attacks: images attacked on each source model, coded by every target model.
-
-    Entry ``[s][t]`` is the mean change (real bitstreams) of target ``t`` under the attack
-    crafted on source ``s``; the diagonal is the white-box attack. A target hurt *more* by a
-    transferred attack than by the white-box attack on itself (paired per image, the 95 %
-    bootstrap interval of the difference excluding zero, and the mean difference at least
-    ``tol_db`` dB or ``tol_rate`` of the target's clean rate) is flagged as likely gradient
-    masking (Athalye et al. 2018): its own gradients mislead the attack.
-
-    Args:
-        models: ``{name: codec}``, sources and targets alike.
-        images: as for :func:`evaluate_robustness`.
-        attack: one attack spec (``kind[@quant][:iterations]``).
-        adversarial: optional precomputed ``{source name: {image name: x_adv}}`` (e.g. filled
-            by :func:`evaluate_robustness` with the same spec); missing sources are attacked.
-        attack_kw: further arguments of :func:`nic_core.attacks.attack` (restarts, ...).
-
-    Returns:
-        ``{"attack", "eps", "models", "delta-psnr": [[...]], "delta-bpp": [[...]],
-        "per_image": {source: {target: {image: {"delta-psnr", "delta-bpp"}}}}, "masking": [...]}``
-    """
-    items = _as_images(images)
-    kind, q, it, sch = _attacks.parse_spec(attack, quant, iterations)
-    if sch is not None:
-        attack_kw["schedule"] = sch
-    names = list(models)
-    if not names:
-        raise ValueError("transfer_matrix needs at least one model")
-    adv_by_source: Dict[str, Dict[str, torch.Tensor]] = {}
-    bar = tqdm(total=len(names) * len(items), desc=f"transfer {attack}", disable=not progress)
-    for src in names:
-        given = (adversarial or {}).get(src)
-        if given is not None:
-            missing = [n for n, _ in items if n not in given]
-            if missing:
-                raise ValueError(f"adversarial images of {src!r} lack {missing}")
-            adv_by_source[src] = {n: given[n] for n, _ in items}
-        else:
-            m = models[src]
-            dev = next(m.parameters()).device
-            adv_by_source[src] = {}
-            for n, t in items:
-                out = _attacks.attack(m, t[None].to(dev), kind, eps=eps, iterations=it, quant=q,
-                                      seed=seed, **attack_kw)
-                adv_by_source[src][n] = out["x_adv"][0].detach().cpu()
-        bar.update(len(items))
-    bar.close()
-    per: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
-    clean_bpp: Dict[str, float] = {}
-    for tgt in names:
-        m = models[tgt]
-        dev = next(m.parameters()).device
-        modes = [(mod, mod.training) for mod in m.modules()]
-        m.eval()
-        update_entropy_tables(m)
-        try:
-            for n, t in items:
-                x = t[None].to(dev)
-                c = _measure(m, x, x, True)
-                clean_bpp[tgt] = clean_bpp.get(tgt, 0.0) + c["bpp"][0] / len(items)
-                for src in names:
-                    a = _measure(m, x, adv_by_source[src][n][None].to(dev), True)
-                    per.setdefault(src, {}).setdefault(tgt, {})[n] = {
-                        "delta-psnr": a["psnr-rgb"][0] - c["psnr-rgb"][0],
-                        "delta-bpp": a["bpp"][0] - c["bpp"][0]}
-        finally:
-            for mod, tr in modes:
-                mod.training = tr
-    mat = {k: [[_mean(v[k] for v in per[s][t].values()) for t in names] for s in names]
-           for k in ("delta-psnr", "delta-bpp")}
-    masking = []
-    side = _attacks.side(kind)
-    key = "delta-psnr" if side == "psnr" else "delta-bpp"
-    sign = 1.0 if side == "psnr" else -1.0  # more harm: lower delta-psnr / higher delta-bpp
-    for tgt in names:
-        own = per[tgt][tgt]
-        for src in names:
-            if src == tgt or side is None:
-                continue
-            diffs = [sign * (per[src][tgt][n][key] - own[n][key]) for n in own]
-            ci = stats.bootstrap_ci(diffs)
-            tol = tol_db if side == "psnr" else tol_rate * clean_bpp[tgt]
-            if ci["hi"] < 0 and ci["mean"] <= -tol:
-                masking.append({"target": tgt, "source": src, "key": key,
-                                "transfer": _mean(per[src][tgt][n][key] for n in own),
-                                "white-box": _mean(own[n][key] for n in own),
-                                "ci": sorted([sign * ci["lo"], sign * ci["hi"]])})
-    for f in masking:
-        print(f"GRADIENT MASKING? {f['target']!r} is hurt more by the {attack} attack crafted on "
-              f"{f['source']!r} ({f['key']} {f['transfer']:+.3f}) than by the white-box attack "
-              f"on itself ({f['white-box']:+.3f})")
-    return _plain({"attack": attack, "eps": eps, "iterations": it, "quant": q, "models": names,
-                   **mat, "clean-bpp": clean_bpp, "tol_db": tol_db, "tol_rate": tol_rate,
-                   "per_image": per, "masking": masking})
-
-
-def saturation(model: torch.nn.Module, images: Images, attack: str = "psnr",
-               iterations: Sequence[int] = (50, 100, 200, 400), eps: float = 5e-4,
-               tol_db: float = 0.1, tol_rate: float = 0.01, **kw) -> Dict[str, Any]:
-    """Attack strength against its number of iterations (one evaluation, all counts batched).
-
-    ``saturated_at`` is the first count after which the next one (e.g. a doubling) changes the
-    mean attacked PSNR by less than ``tol_db`` (psnr-side) or the mean rate by less than
-    ``tol_rate`` relative (bpp-side); ``None`` when the sweep never gets there: the attack is
-    not saturated and more iterations are needed for a trustworthy number.
-    """
-    counts = sorted({int(i) for i in iterations})
-    if len(counts) < 2:
-        raise ValueError("a saturation sweep needs at least 2 iteration counts")
-    kind, q, _, sch = _attacks.parse_spec(attack, kw.pop("quant", "ste"))
-    specs = [f"{kind}@{q}:{n}" + (f"/{sch}" if sch else "") for n in counts]
-    res = evaluate_robustness(model, images, attacks=specs, eps=eps, quant=q, iterations=counts[0],
-                              **kw)
-    keys = list(res["attacks"])
-    rows = [{"iterations": n, **{k: res["attacks"][key]["results"][k][0]
-                                 for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")}}
-            for n, key in zip(counts, keys)]
-    sat = _saturated_at(rows, _attacks.side(kind), tol_db, tol_rate)
-    return {"name": res["name"], "attack": attack, "eps": eps, "rows": rows,
-            "saturated_at": sat, "tol_db": tol_db, "tol_rate": tol_rate,
-            "clean": {k: res["results"][k][0] for k in ("psnr-rgb", "bpp")},
-            "n_images": len(res["per_image"])}
-
-
-def _saturated_at(rows, side, tol_db: float, tol_rate: float) -> Optional[int]:
-    """The smallest count from which every further step of the sweep changes the mean attacked
-    PSNR by less than ``tol_db`` (rate: relatively by less than ``tol_rate``)."""
-    sat = None
-    for a, b in reversed(list(zip(rows, rows[1:]))):
-        if side == "bpp":
-            ok = abs(b["bpp"] / a["bpp"] - 1) < tol_rate
-        else:
-            ok = abs(b["psnr-rgb"] - a["psnr-rgb"]) < tol_db
-        if not ok:
-            break
-        sat = a["iterations"]
-    return sat
-
-
-def save_results(results: Mapping[str, Any], path) -> Path:
-    """Write results as strict JSON (NaN / inf become null), atomically (temp + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(results), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def load_results(path) -> Dict[str, Any]:
-    """Read a results JSON and check it has CompressAI's keys (``name``, ``results``...)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"results file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ValueError(f"{path}: missing required key(s) {missing} (CompressAI eval format)")
-    if not isinstance(data["results"], dict):
-        raise ValueError(f"{path}: 'results' must be an object")
-    missing = [k for k in REQUIRED_RESULTS if k not in data["results"]]
-    if missing:
-        raise ValueError(f"{path}: 'results' lacks {missing}")
-    if "attacks" in data and not isinstance(data["attacks"], dict):
-        raise ValueError(f"{path}: 'attacks' must be an object")
-    for kind, block in data.get("attacks", {}).items():
-        if not isinstance(block, dict) or not isinstance(block.get("results"), dict):
-            raise ValueError(f"{path}: attacks[{kind!r}] lacks its 'results' object")
-    return data
-
-
-def _named_paths(pairs: Sequence[str], what: str) -> Dict[str, str]:
-    out = {}
-    for p in pairs:
-        name, sep, path = p.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise SystemExit(f"{what} must be NAME=PATH, got {p!r}")
-        if not Path(path).is_file():
-            raise SystemExit(f"{what} {name!r}: file not found: {path}")
-        out[name.strip()] = path.strip()
-    return out
+    return _results(name, description, dataset, config, settings, per_image, blocks, findings)
 
 
 def main(argv=None) -> int:
-    """``python -m nic_core.evaluate transfer|saturation ...`` (evaluation settings from ``-f`` /
-    ``-p`` like ``python -m nic_core.runs``: eval_set, eval_limit, eval_crop, eps, ...).
-
-    transfer: ``--model NAME=CHECKPOINT`` (two or more) ``[--adversarial NAME=ADV.pt]`` (saved
-    by ``python -m nic_core.runs ... --eval-only --adversarial``) ``--attack SPEC``.
-    saturation: ``--model NAME=CHECKPOINT`` (one or more) ``--attack SPEC --iterations 50,100,...``.
-    """
-    from . import checkpoints, config, runs, viz  # CLI only: runs and viz import this module
-
-    ap = argparse.ArgumentParser(prog="python -m nic_core.evaluate", description=main.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["transfer", "saturation"])
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT")
-    ap.add_argument("--adversarial", action="append", default=[], metavar="NAME=ADV.pt")
-    ap.add_argument("--attack", default="psnr", help="attack spec kind[@quant][:iters][/schedule]")
-    ap.add_argument("--iterations", default="50,100,200,400", help="saturation: counts")
-    ap.add_argument("-f", "--params", help="YAML parameter file (evaluation settings)")
-    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    ap.add_argument("--out", required=True, help="results JSON")
-    ap.add_argument("--plot", help="also save a figure (PNG)")
-    args = ap.parse_args(argv)
-    cfg = config.validate("pretrain", config.cli_params(args.params, args.p))
-    device = runs.setup(cfg)
-    ckpts = _named_paths(args.model, "--model")
-    if not ckpts or (args.command == "transfer" and len(ckpts) < 2):
-        ap.error("transfer needs two or more --model NAME=CHECKPOINT; saturation one or more")
-    models = {n: checkpoints.load_model(p, device=device) for n, p in ckpts.items()}
-    images, desc = runs.test_images(cfg)
-    kw = dict(eps=cfg["eps"], quant=cfg["attack_quant"], seed=cfg["seed"])
-    if args.command == "transfer":
-        adv = {n: torch.load(p, weights_only=True) for n, p in
-               _named_paths(args.adversarial, "--adversarial").items()}
-        spec_key = args.attack
-        given = {n: a[spec_key] for n, a in adv.items() if spec_key in a}
-        for n, a in adv.items():
-            if spec_key not in a:
-                raise SystemExit(f"{n}'s adversarial file has no {spec_key!r} (has {list(a)})")
-        res = transfer_matrix(models, images, args.attack, iterations=cfg["attack_iterations"],
-                              adversarial=given, progress=cfg["progress"],
-                              schedule=cfg["attack_schedule"], lr=cfg["attack_lr"], **kw)
-        res["dataset"] = desc
-        fig = viz.plot_transfer(res) if args.plot else None
-    else:
-        counts = [int(c) for c in args.iterations.split(",") if c.strip()]
-        res = {"dataset": desc, "sweeps": [
-            {**saturation(m, images, args.attack, counts, name=n, progress=cfg["progress"],
-                          schedule=cfg["attack_schedule"], lr=cfg["attack_lr"],
-                          batch_size=cfg["eval_batch"], **kw), "name": n}
-            for n, m in models.items()]}
-        fig = viz.plot_saturation(res["sweeps"]) if args.plot else None
-    save_results(res, args.out)
-    print(f"saved {args.out}")
-    if fig is not None:
-        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
-        print(f"saved {args.plot}")
-    return 0
+    """``python -m nic_core.evaluate transfer|saturation ...``: :func:`nic_core.transfer.main`."""
+    from .transfer import main as transfer_main  # transfer imports this module
+    return transfer_main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

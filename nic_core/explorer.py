@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import attacks as _attacks
-from . import checkpoints, config, data, explorer_view, runs
+from . import checkpoints, cli, config, data, explorer_view, runs
 from .config import DEFAULT_CHECKPOINTS, _eps_key, cli_params, parse_eps_grid
 from .explorer_view import ATTACK_LABELS
 from .metrics import psnr, psnr_from_mse, real_codec, update_entropy_tables
@@ -412,4 +412,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -5,6 +5,7 @@ is drawn by :mod:`nic_core.explorer_view` from the explorer's cache.
 """
 from __future__ import annotations
 
+import html
 import time
 from typing import Optional
 
@@ -12,6 +13,7 @@ import ipywidgets as W
 
 from . import attacks as _attacks
 from .config import _eps_key
+from .data import DataError
 from .explorer_view import ATTACK_LABELS
 from .metrics import psnr_from_mse
 
@@ -88,8 +90,19 @@ class ExplorerUI:
                 list(self.models.value))
 
     def _on_image(self, change):
-        self.thumb.value = self.ex.thumbnail_png(change["new"])
+        try:
+            self.thumb.value = self.ex.thumbnail_png(change["new"])
+        except DataError as e:  # an unreadable file: say which, show nothing stale
+            self._show_error(e)
+            return
         self.refresh()
+
+    def _show_error(self, e: BaseException) -> None:
+        """The error in the status line; the previous image's table and figure cleared."""
+        self.error = e
+        self.status.value = f"<b style='color:#c00'>error: {html.escape(str(e))}</b>"
+        self.metrics.value = ""
+        self.figure.value = b""
 
     def _on_change(self, change):
         self.refresh()
@@ -131,7 +144,10 @@ class ExplorerUI:
                                    callback=self._progress)
                 self._render(sel, f"eps grid filled in {time.perf_counter() - t0:.1f} s")
             self.error = None
+        except DataError as e:  # the user's data (an unreadable image): shown, not raised
+            self._show_error(e)
         except Exception as e:  # shown in the widget: observers' errors are otherwise hidden
-            self.error = e
-            self.status.value = f"<b style='color:#c00'>error: {type(e).__name__}: {e}</b>"
+            self._show_error(e)
+            self.status.value = (f"<b style='color:#c00'>error: {type(e).__name__}: "
+                                 f"{html.escape(str(e))}</b>")
             raise

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import config, evaluate, runs
+from . import cli, config, evaluate, runs
 from .metrics import psnr
 from .stats import interpolate_rd
 
 __all__ = ["encode", "jpeg_curve", "margin_over_jpeg", "QUALITIES"]
 
-QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+QUALITIES = (3, 5, 8, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # 3-8: down to ~0.2 bpp
 
 
 def encode(img: torch.Tensor, quality: int):
@@ -90,4 +90,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

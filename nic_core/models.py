@@ -28,6 +28,7 @@ from compressai.zoo.image import cfgs as ZOO_CFGS
 from .distributed import unwrap
 
 QUANT_MODES = ("round", "noise", "ste")
+PRECISIONS = ("fp32", "bf16")  # of the training forward (config "precision")
 PAD_MULTIPLE = 64  # six stride-2 stages (g_a + h_a)
 
 # our name -> CompressAI zoo name
@@ -113,6 +114,44 @@ def quantization(model: torch.nn.Module, quant: str, generator: Optional[torch.G
             em.__dict__.pop("quantize", None)
 
 
+@contextlib.contextmanager
+def float32_entropy(model: torch.nn.Module, device_type: str):
+    """Inside an autocast region (``precision: bf16`` training), run every entropy model of
+    ``model`` in float32 with autocast off: likelihoods, the rate and the quantisation never
+    see bfloat16 (a rate from bf16 likelihoods would be off by whole percents). No effect
+    outside autocast; real bitstreams (``compress``) never run under autocast at all."""
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    ems = [m for m in model.modules() if isinstance(m, EntropyModel)]
+
+    def fp32(forward):
+        def run(*args, **kw):
+            cast = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a
+                    for a in args]
+            with torch.autocast(device_type, enabled=False):
+                return forward(*cast, **kw)
+        return run
+
+    for em in ems:
+        em.forward = fp32(type(em).forward.__get__(em))
+    try:
+        yield
+    finally:
+        for em in ems:
+            em.__dict__.pop("forward", None)
+
+
+def autocast(device: torch.device, precision: str):
+    """The training forward's precision: ``"fp32"`` (no autocast) or ``"bf16"`` (autocast to
+    bfloat16 on the device; the entropy models stay float32, see :func:`float32_entropy`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
 def pad(x: torch.Tensor, multiple: int = PAD_MULTIPLE):
     """Zero-pad (centred, as ``compressai.utils.eval_model``) to a multiple; returns (x, unpad)."""
     h, w = x.shape[-2:]
@@ -159,10 +198,12 @@ def codec_forward(model: torch.nn.Module, x: torch.Tensor, quant: str = "round",
     net = unwrap(model)  # a DDP wrapper's forward all-reduces the gradients; hooks go inside
     hook = net.g_a.register_forward_hook(lambda mod, inp, out: captured.__setitem__("y", out))
     try:
-        with quantization(net, quant, generator):
+        with quantization(net, quant, generator), float32_entropy(net, x.device.type):
             out = model(xp)
     finally:
         hook.remove()
+    if out["x_hat"].dtype != x.dtype:  # under a bf16 autocast (training precision bf16)
+        out["x_hat"], captured["y"] = out["x_hat"].to(x.dtype), captured["y"].to(x.dtype)
     num_pixels = float(h * w)
     lik = out["likelihoods"]
     bpp_main = _bits(lik["y"]) / num_pixels

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import yaml
 
-from . import checkpoints, config, data, defenses, distributed, evaluate
+from . import checkpoints, cli, config, data, defenses, distributed, evaluate
 from .models import build_model
 from .trainers import make_objective, resolve_device, seed_everything, train
 
@@ -54,8 +54,20 @@ def setup(cfg: Dict[str, Any]) -> torch.device:
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = resolve_device(cfg["device"])
+    set_cudnn(cfg.get("cudnn", "default"))
     distributed.init_from_env(device)
     return distributed.local_device(device)
+
+
+def set_cudnn(mode: str) -> None:
+    """cuDNN's speed / determinism trade-off (no effect without a GPU): ``benchmark`` times
+    the kernels once per input shape and keeps the fastest (fixed training crops: faster);
+    ``deterministic`` picks reproducible kernels only (two runs give the same weights, slower);
+    ``default`` leaves PyTorch's choice (neither)."""
+    if mode not in ("default", "benchmark", "deterministic"):
+        raise ValueError(f"cudnn must be default, benchmark or deterministic, got {mode!r}")
+    torch.backends.cudnn.benchmark = mode == "benchmark"
+    torch.backends.cudnn.deterministic = mode == "deterministic"
 
 
 def load_required(cfg: Dict[str, Any], key: str, device) -> torch.nn.Module:
@@ -256,4 +268,4 @@ def _main(args, cfg: Dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 
 import matplotlib.pyplot as plt
 
+from . import cli
 from .attacks import parse_spec, side
 from .evaluate import load_results
 from .runs import comparable
@@ -322,7 +323,7 @@ def protocols_markdown(pairs) -> str:
 
 def plot_saturation(sweeps, ax=None):
     """Attacked PSNR (psnr-side) or rate (bpp-side) against attack iterations, one line per
-    sweep of :func:`nic_core.evaluate.saturation`; the saturation point is marked."""
+    sweep of :func:`nic_core.transfer.saturation`; the saturation point is marked."""
     sweeps = [sweeps] if isinstance(sweeps, dict) else list(sweeps)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -344,7 +345,7 @@ def plot_saturation(sweeps, ax=None):
 
 
 def plot_transfer(matrix, key: str = "delta-psnr", ax=None):
-    """Heat map of :func:`nic_core.evaluate.transfer_matrix` (rows: crafted on; columns: coded
+    """Heat map of :func:`nic_core.transfer.transfer_matrix` (rows: crafted on; columns: coded
     by); the diagonal is white-box."""
     names = matrix["models"]
     vals = matrix[key]
@@ -428,4 +429,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

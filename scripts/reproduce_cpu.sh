@@ -11,9 +11,10 @@
 # continues on the next call, also on a fresh clone. Run two invocations with different STEPs
 # side by side to use two cores (THREADS=1 each, the default).
 #
-# Time on one core of the 2-core machine: hyper-q4 from scratch ~2.5 h, hyper-q2 / hyper-q6
-# ~35 min each (fine-tuned from hyper-q4), teacher ~10 min, each Stage II run ~17 min, each
-# protocol-2 evaluation ~15 min: about 6.5 core-hours, ~3.5 h on two cores.
+# Time on one core of the 2-core machine: hyper-q4 from scratch ~2.5 h, hyper-q2 / hyper-q6 /
+# hyper-q1 ~35 min each (fine-tuned), teacher ~10 min, each Stage II run ~17 min (five: pkdt,
+# adv, ma2023 and the seed-1 runs), each protocol-2 evaluation ~15 min (ten), the ablations
+# (three Stage II variants, each evaluated) ~85 min: about 9.5 core-hours, ~5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

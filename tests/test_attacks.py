@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from nic_core import attacks
+from nic_core import attack_loop, attacks
 from nic_core.attacks import ATTACKS, attack
 from nic_core.metrics import psnr, real_codec, update_entropy_tables
 from nic_core.models import build_model, codec_forward
@@ -253,7 +253,7 @@ def test_random_noise_far_weaker_than_attacks(smoke_attacks):
 
 def test_budget_test_setting_needs_the_projection(tiny_model, x64, monkeypatch):
     """Guard for the budget tests above: their settings overshoot eps unless projected."""
-    monkeypatch.setattr(attacks, "_project_budget", lambda x, n, eps, linf=None: x + n)
+    monkeypatch.setattr(attack_loop, "_project_budget", lambda x, n, eps, linf=None: x + n)
     out = attack(tiny_model, x64, "psnr", eps=1e-4, iterations=3, lr=0.05, keep_best=False,
                  schedule="constant")
     assert (out["noise_mse"] > 1e-4).any(), out["noise_mse"]

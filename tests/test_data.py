@@ -26,11 +26,13 @@ import torch
 from PIL import Image, ImageFile
 
 from nic_core import data as D
+from nic_core import download as DL
+from nic_core.download import download
 from nic_core.data import (
     IMAGE_EXTS,
     DataError,
     ImageFolderDataset,
-    download,
+    check_images,
     find_test_set,
     find_train_set,
     list_images,
@@ -96,7 +98,7 @@ def test_embedded_kodak_hashes_match_shared_sha256sums():
         digest, rel = line.split(maxsplit=1)
         if rel.startswith("kodak/"):
             table[rel.split("/", 1)[1]] = digest
-    assert D.KODAK_SHA256 == table
+    assert DL.KODAK_SHA256 == table
     assert len(table) == 24
 
 
@@ -643,5 +645,41 @@ def test_cli_downloads_real_kodak_with_embedded_hashes(tmp_path, serve):
     proc = _cli("download", "kodak", "--to", str(tmp_path), "--base-url", server.url)
     assert proc.returncode == 0, proc.stderr
     assert "24 images" in proc.stdout
-    assert _all_entries(tmp_path / "kodak") == sorted(D.KODAK_SHA256)
-    assert sorted(server.requests) == sorted(D.KODAK_SHA256)
+    assert _all_entries(tmp_path / "kodak") == sorted(DL.KODAK_SHA256)
+    assert sorted(server.requests) == sorted(DL.KODAK_SHA256)
+
+
+def test_check_images_names_every_file_that_does_not_decode(tmp_path):
+    good = _save(tmp_path / "a.png", _rng_image(16, 16))
+    (tmp_path / "b.png").write_bytes(good.read_bytes()[:60])  # truncated
+    (tmp_path / "c.jpg").write_bytes(b"not a jpeg at all")
+    bad = check_images(list_images(tmp_path))
+    assert len(bad) == 2 and "b.png" in bad[0] and "c.jpg" in bad[1]
+    assert check_images([good]) == []
+
+
+def test_download_refuses_an_unverified_file_that_does_not_decode(tmp_path, serve):
+    """A file without a known sha256 (DIV2K's case) is kept only if it decodes."""
+    srv = tmp_path / "srv"
+    good = _save(srv / "a.png", _rng_image(16, 16))
+    (srv / "x.png").write_bytes(good.read_bytes()[:70])
+    server = serve(srv)
+    with pytest.raises(DataError, match="cannot be read") as info:
+        download("kodak", tmp_path / "root", base_url=server.url,
+                 manifest={"a.png": _sha(good), "x.png": None})
+    assert "x.png" in str(info.value) and "a.png" not in str(info.value)
+
+
+def test_cli_download_of_an_archive_with_a_broken_image_exits_1(tmp_path, serve):
+    srv_dir = tmp_path / "srv"
+    srv_dir.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(_rng_image(8, 8)).save(buf, format="PNG")
+    with zipfile.ZipFile(srv_dir / "DIV2K_valid_HR.zip", "w") as zf:
+        zf.writestr("DIV2K_valid_HR/0801.png", buf.getvalue())
+        zf.writestr("DIV2K_valid_HR/0802.png", buf.getvalue()[:40])
+    server = serve(srv_dir)
+    proc = _cli("download", "div2k-valid", "--to", str(tmp_path / "root"),
+                "--base-url", server.url)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "0802.png" in proc.stderr and "0801.png" not in proc.stderr

@@ -327,7 +327,7 @@ def _masked(model):
 
 
 def test_transfer_matrix_diagonal_is_white_box_and_masking_caught(smoke, worst, images):
-    from nic_core.evaluate import transfer_matrix
+    from nic_core.transfer import transfer_matrix
     r, adv = worst
     masked = _masked(smoke)
     tm = transfer_matrix({"smoke": smoke, "masked": masked}, images, "psnr", iterations=3,
@@ -357,18 +357,18 @@ def test_masked_model_random_noise_finding(smoke, images):
 
 
 def test_saturation_sweep(smoke, images):
-    from nic_core import evaluate
-    sw = evaluate.saturation(smoke, images[:1], "psnr", iterations=(4, 2, 8), progress=False)
+    from nic_core import transfer
+    sw = transfer.saturation(smoke, images[:1], "psnr", iterations=(4, 2, 8), progress=False)
     assert [row["iterations"] for row in sw["rows"]] == [2, 4, 8]
     assert sw["saturated_at"] in (None, 2, 4)
     rows = [{"iterations": n, "psnr-rgb": p, "bpp": 1.0} for n, p in
             [(50, 20.0), (100, 19.5), (200, 19.45), (400, 19.41)]]
-    assert evaluate._saturated_at(rows, "psnr", 0.1, 0.01) == 100
+    assert transfer._saturated_at(rows, "psnr", 0.1, 0.01) == 100
     rows[-1]["psnr-rgb"] = 19.0  # still falling by 0.45 dB: not saturated
-    assert evaluate._saturated_at(rows, "psnr", 0.1, 0.01) is None
+    assert transfer._saturated_at(rows, "psnr", 0.1, 0.01) is None
     rate = [{"iterations": n, "psnr-rgb": 0.0, "bpp": b} for n, b in [(10, 1.0), (20, 1.2),
                                                                        (40, 1.205)]]
-    assert evaluate._saturated_at(rate, "bpp", 0.1, 0.01) == 20
+    assert transfer._saturated_at(rate, "bpp", 0.1, 0.01) == 20
 
 
 def test_table_stderr_and_paired_differences(worst, tmp_path, capsys):

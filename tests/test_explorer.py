@@ -241,9 +241,9 @@ def test_headless_papermill_with_defaults(nbdir, monkeypatch):
     html = "".join(o["data"].get("text/html", "") for o in outputs if "data" in o)
     assert "nic-explorer-metrics" in html and "eps = 0.0005" in html
     text = "".join(o.get("text", "") for o in outputs)
-    if not (ROOT / "runs/smoke/01_pretrain/checkpoint.pt").is_file():
-        assert "run notebooks/01_pretrain.ipynb first" in text
-        assert "training a tiny codec on the spot" in text
+    # the defaults are the committed models (found from any working folder), never a fallback
+    assert "2 model(s)" in text and "models/cpu/hyper-q4-pkdt/model.pt" in text, text
+    assert "tiny codec" not in text
 
 
 @pytest.mark.slow
@@ -267,3 +267,23 @@ def test_cli_writes_the_figure(smoke_run_dir, tmp_path, capsys):
     assert f"saved {out}" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown parameter"):
         explorer.main(["-p", "epz", "0.001", "--out", str(out)])
+
+
+def test_an_unreadable_image_is_shown_as_an_error_and_the_widget_recovers(images, tmp_path):
+    paths, desc = images
+    bad = tmp_path / "kodim99.png"
+    bad.write_bytes(Path(next(iter(paths.values()))).read_bytes()[:500])  # truncated
+    torch.manual_seed(0)
+    ex = explorer.Explorer({"A": build_model("hyper", N=8, M=8)}, {**paths, "kodim99": bad},
+                           crop=64, eps_grid=GRID, dataset=desc)
+    with pytest.raises(data.DataError, match="kodim99.png"):
+        ex.image("kodim99")
+    good = sorted(paths)[0]
+    ui = ex.widget(good, "noise", 5e-4, 1, models=["A"], precompute=False)
+    assert ui.figure.value and ui.metrics.value
+    ui.image.value = "kodim99"
+    assert "cannot read image" in ui.status.value and "kodim99.png" in ui.status.value
+    assert ui.figure.value == b"" and ui.metrics.value == ""  # nothing stale from `good`
+    assert isinstance(ui.error, data.DataError)
+    ui.image.value = good  # a readable image again: drawn, error gone
+    assert ui.error is None and ui.figure.value and "error" not in ui.status.value

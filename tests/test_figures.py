@@ -75,3 +75,39 @@ def test_verdicts_follow_the_intervals(root):
         == "refuted at this scale"  # PKDT's rate rises 7.6 % more than the teacher's here
     del found["ma2023"]
     assert figures.verdicts(found).iloc[-1]["verdict"] == "not run yet"
+
+
+def test_seeds_and_matched_rate_are_paired_differences(root):
+    """Seed pairs and the matched-rate view from per-image values (here the first CPU models
+    stand in: 'pkdt-s1' is a copy of 'pkdt', so its seed difference is exactly zero)."""
+    for key in ("pkdt-s1", "pretrained-q2"):
+        dst = root / figures.RUNS[key][0]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src = root / figures.RUNS["pkdt" if key == "pkdt-s1" else "pretrained-q4"][0]
+        r = json.loads(src.read_text())
+        if key == "pretrained-q2":  # a lower rate point: every image at 70 % of the rate
+            for row in r["per_image"]:
+                row["bpp"] *= 0.7
+        dst.write_text(json.dumps(r))
+    found, _ = figures.load(root)
+    seeds = figures.seeds(found)
+    assert seeds.iloc[0]["clean PSNR (dB)"] == "+0.00 [+0.00, +0.00]"
+    assert seeds.iloc[1]["clean PSNR (dB)"] == "not run yet"
+    m = figures.matched_rate(found).set_index("model")
+    # PKDT's clean rate lies inside [0.7, 1] x the pretrained rate on every image?
+    pk = stats.per_image_values(found["pkdt"], None, "bpp")
+    q4 = stats.per_image_values(found["pretrained-q4"], None, "bpp")
+    inside = sum(0.7 * q4[n] <= b <= q4[n] for n, b in pk.items())
+    assert m.loc["Ours (PKDT)", "images"] == inside
+    if inside >= 2:
+        assert m.loc["Ours (PKDT)", "clean PSNR (dB)"].startswith(("+", "-"))
+
+
+def test_readme_include_blocks_are_refreshed(tmp_path):
+    (tmp_path / "t.md").write_text("| a |\n|---|\n| 2 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- include: t.md -->\n| a |\n|---|\n| 1 |\n<!-- end -->\ny\n")
+    assert figures.refresh_includes(readme) == ["t.md"]
+    assert "| 2 |" in readme.read_text() and "| 1 |" not in readme.read_text()
+    assert readme.read_text().startswith("x\n") and readme.read_text().endswith("<!-- end -->\ny\n")
+    assert figures.refresh_includes(readme) == []

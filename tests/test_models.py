@@ -102,3 +102,36 @@ def test_state_dict_roundtrip_through_compressai(tiny):
     again = model_from_state_dict("hyper", tiny.state_dict()).eval()
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(codec_forward(tiny, x)["x_hat"], codec_forward(again, x)["x_hat"])
+
+
+def test_bf16_autocast_keeps_the_entropy_models_in_float32(tiny):
+    """precision bf16 (issue 12): the transforms run in bfloat16, likelihoods and rates stay
+    float32 and close to the float32 forward's; nothing stays patched afterwards."""
+    from compressai.entropy_models import EntropyModel
+
+    from nic_core.models import autocast
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 64, 64)
+    ref = codec_forward(tiny, x, "round")
+    seen = []
+    ems = [m for m in tiny.modules() if isinstance(m, EntropyModel)]
+    # the likelihood's lower bound runs inside each entropy model's forward: what it sees
+    hooks = [em.likelihood_lower_bound.register_forward_hook(lambda m, i, o: seen.append(
+        (i[0].dtype, o.dtype, torch.is_autocast_enabled("cpu")))) for em in ems]
+    try:
+        with autocast(torch.device("cpu"), "bf16"):
+            out = codec_forward(tiny, x, "round")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == 2 and all(s == (torch.float32, torch.float32, False) for s in seen)
+    assert out["x_hat"].dtype == out["y"].dtype == torch.float32
+    assert out["likelihoods"]["y"].dtype == torch.float32
+    # bf16 transforms move the latents a little: the rate within 5 %, not bitwise
+    torch.testing.assert_close(out["bpp"], ref["bpp"], rtol=0.05, atol=0)
+    assert not torch.equal(out["x_hat"], ref["x_hat"])  # the autocast did run
+    assert all("forward" not in em.__dict__ for em in ems)
+    with autocast(torch.device("cpu"), "fp32"):
+        torch.testing.assert_close(codec_forward(tiny, x, "round")["x_hat"], ref["x_hat"])
+    with pytest.raises(ValueError, match="precision"):
+        autocast(torch.device("cpu"), "fp16")

@@ -1,0 +1,329 @@
+"""The reproduction's tables, from committed results files only (notebook 05, ``make figures``).
+
+:data:`RUNS` names every results file a table or figure reads, beside the command that makes
+it (:func:`load` turns a missing one into a note naming that command). Tables 1 and 2 put ours
+beside the paper's numbers (Cao et al., "Enhancing Adversarial Training with Prior Knowledge
+Distillation for Robust Image Compression", arXiv 2403.06700); :func:`verdicts` reads each of
+the paper's claims as a paired difference over the images with a bootstrap interval;
+:func:`seeds` sets the seed-to-seed spread beside the method-to-method differences;
+:func:`matched_rate` compares each defended codec with the pretrained R-D curve at its own clean
+rate; :func:`codecs` sets every codec against JPEG. Plots are in :mod:`nic_core.figures`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from . import stats
+from .jpeg import margin_over_jpeg
+from .results import load_results
+
+REPRO = "scripts/reproduce_cpu.sh"
+# key: (results file, the command that makes it)
+RUNS: Dict[str, Tuple[str, str]] = {
+    "pretrained-q1": ("results/cpu/hyper-q1/metrics_p2.json", f"{REPRO} q1 eval-q1"),
+    "pretrained-q2": ("results/cpu/hyper-q2/metrics_p2.json", f"{REPRO} q2 eval-q2"),
+    "pretrained-q4": ("results/cpu/hyper-q4/metrics_p2.json", f"{REPRO} q4 eval-q4"),
+    "pretrained-q6": ("results/cpu/hyper-q6/metrics_p2.json", f"{REPRO} q6 eval-q6"),
+    "teacher": ("results/cpu/hyper-q4-teacher/metrics_p2.json", f"{REPRO} teacher eval-teacher"),
+    "pkdt": ("results/cpu/hyper-q4-pkdt/metrics_p2.json", f"{REPRO} pkdt eval-pkdt"),
+    "adv": ("results/cpu/hyper-q4-adv/metrics_p2.json", f"{REPRO} adv eval-adv"),
+    "ma2023": ("results/cpu/hyper-q4-ma2023/metrics_p2.json", f"{REPRO} ma2023 eval-ma2023"),
+    "pkdt-s1": ("results/cpu/hyper-q4-pkdt-s1/metrics_p2.json", f"{REPRO} pkdt-s1 eval-pkdt-s1"),
+    "adv-s1": ("results/cpu/hyper-q4-adv-s1/metrics_p2.json", f"{REPRO} adv-s1 eval-adv-s1"),
+    "jpeg": ("results/cpu/jpeg_kodak8.json", f"{REPRO} jpeg"),
+    **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
+       for v in ("no-smooth", "no-dydx", "no-dbpp")},
+}
+PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6")  # the R-D curve
+TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
+TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
+LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
+          "pretrained-q6": "pretrained (lmbda 0.0483)", "pretrained-q1": "pretrained (lmbda 0.0018)",
+          "teacher": "Ours w/o Stage II (teacher)", "pkdt": "Ours (PKDT)",
+          "adv": "adversarial training", "ma2023": "Ma2023", "pkdt-s1": "Ours (PKDT), seed 1",
+          "adv-s1": "adversarial training, seed 1",
+          "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
+          "abl-no-dbpp": "best w/o dbpp_main/dx"}
+# The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
+# attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).
+PAPER_TABLE1 = {
+    "pretrained-q4": ((0.4978, 33.0), (0.498, 22.3502), (0.9161, 33.7702)),
+    "teacher": ((0.4322, 32.2592), (0.4309, 25.9039), (0.7225, 33.1432)),
+    "pkdt": ((0.4323, 32.0802), (0.4286, 28.4039), (0.6822, 32.9933)),
+}
+PAPER_TABLE2 = {
+    "pkdt": ((0.4323, 32.0802), (0.4273, 28.6556), (0.6953, 33.0194)),
+    "abl-no-smooth": ((0.4358, 32.1936), (0.4328, 28.4497), (0.7214, 33.0731)),
+    "abl-no-dydx": ((0.4355, 32.1549), (0.4301, 28.5293), (0.7075, 33.031)),
+    "abl-no-dbpp": ((0.4332, 32.1463), (0.4279, 28.6224), (0.7083, 33.093)),
+}
+BLOCKS = (("clean", None), ("psnr attack", "worst-psnr"), ("bpp attack", "worst-bpp"))
+# robustness per image: PSNR change under the psnr attack (dB), rate change under the bpp
+# attack (% of the clean rate); mean and standard error over the images
+DAMAGE = (("dPSNR psnr attack (dB)", "worst-psnr", "delta-psnr", False),
+          ("dbpp bpp attack (%)", "worst-bpp", "delta-bpp", True))
+
+
+def load(root=".") -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+    """The committed results found under ``root`` and a note per missing one."""
+    found, notes = {}, []
+    for key, (path, cmd) in RUNS.items():
+        p = Path(root) / path
+        if p.is_file():
+            found[key] = load_results(p)
+        else:
+            notes.append(f"missing {path}: made by `{cmd}`")
+    return found, notes
+
+
+def _cell(r: Dict[str, Any], kind: Optional[str], key: str) -> Optional[float]:
+    res = r["results"] if kind is None else (r.get("attacks", {}).get(kind) or {}).get("results")
+    v = (res or {}).get(key, [None])[-1]
+    return None if v is None else float(v)
+
+
+def table(found: Dict[str, Dict[str, Any]], rows, paper: Dict[str, tuple]) -> pd.DataFrame:
+    """Ours beside the paper's: one row per (method, source), columns (block, bpp/psnr/±)."""
+    records = []
+    for key in rows:
+        if key in found:
+            r = found[key]
+            rec = {"method": LABELS[key], "source": "ours (CPU)"}
+            for label, kind in BLOCKS:
+                rec[(label, "bpp")] = _cell(r, kind, "bpp")
+                rec[(label, "psnr")] = _cell(r, kind, "psnr-rgb")
+            for label, kind, dkey, scale in DAMAGE:
+                d = [v * (100 / c if scale else 1) for v, c in zip(
+                    stats.per_image_values(r, kind, dkey).values(),
+                    stats.per_image_values(r, None, "bpp").values())]
+                ms = stats.mean_se(d)
+                rec[(label, "mean")], rec[(label, "±")] = ms["mean"], ms["se"]
+            records.append(rec)
+        if key in paper:
+            rec = {"method": LABELS[key], "source": "paper"}
+            for (label, _), (b, p) in zip(BLOCKS, paper[key]):
+                rec[(label, "bpp")], rec[(label, "psnr")] = b, p
+            (_, p0), (_, p1), (b0, _), (b2, _) = paper[key][0], paper[key][1], paper[key][0], \
+                paper[key][2]
+            rec[(DAMAGE[0][0], "mean")] = p1 - p0
+            rec[(DAMAGE[1][0], "mean")] = 100 * (b2 - b0) / b0
+            records.append(rec)
+    df = pd.DataFrame(records)
+    if df.empty:
+        return df
+    df = df.set_index(["method", "source"])
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df
+
+
+def markdown(df: pd.DataFrame, digits: int = 3) -> str:
+    """A table as Markdown (``-`` for a missing cell)."""
+    if df.empty:
+        return "(no results yet)"
+    head = ["method", "source"] + [f"{a} {b}" for a, b in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (m, s), row in df.iterrows():
+        cells = ["-" if v != v or v is None else f"{v:.{digits}f}" for v in row.tolist()]
+        lines.append("| " + " | ".join([m, s] + cells) + " |")
+    return "\n".join(lines)
+
+
+def _damage(r: Dict[str, Any], side: str, attack: Optional[str] = None) -> Dict[str, float]:
+    """Per image: PSNR change (dB) under the quality-side attack, or rate change (% of the
+    clean rate) under the rate-side attack (the worst case unless ``attack`` is given)."""
+    if side == "psnr":
+        return stats.per_image_values(r, attack or "worst-psnr", "delta-psnr")
+    clean = stats.per_image_values(r, None, "bpp")
+    d = stats.per_image_values(r, attack or "worst-bpp", "delta-bpp")
+    return {n: 100 * v / clean[n] for n, v in d.items()}
+
+
+# The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
+# attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
+# than a" means a smaller loss / gain. The paper's numbers from Table 1 (and Fig. 5, no number).
+CLAIMS = (
+    ("the psnr attack damages the pretrained codec", "psnr", None, "pretrained-q4",
+     22.3502 - 33.0, None),
+    ("the bpp attack damages the pretrained codec", "bpp", None, "pretrained-q4",
+     100 * (0.9161 - 0.4978) / 0.4978, None),
+    ("Stage I (teacher) is more robust than the pretrained codec", "psnr", "pretrained-q4",
+     "teacher", (25.9039 - 32.2592) - (22.3502 - 33.0), None),
+    ("Stage I (teacher) is more robust than the pretrained codec", "bpp", "pretrained-q4",
+     "teacher", 100 * ((0.7225 - 0.4322) / 0.4322 - (0.9161 - 0.4978) / 0.4978), None),
+    ("Stage II (ours) is more robust than Stage I alone", "psnr", "teacher", "pkdt",
+     (28.4039 - 32.0802) - (25.9039 - 32.2592), None),
+    ("Stage II (ours) is more robust than Stage I alone", "bpp", "teacher", "pkdt",
+     100 * ((0.6822 - 0.4323) / 0.4323 - (0.7225 - 0.4322) / 0.4322), None),
+    ("ours is more robust than plain adversarial training", "psnr", "adv", "pkdt", None, None),
+    ("ours is more robust than plain adversarial training", "bpp", "adv", "pkdt", None, None),
+    ("ours is more robust than Ma2023 under the Ma2023 attack (Fig. 5)", "psnr", "ma2023",
+     "pkdt", None, "ma2023@noise"),
+    ("the same, second training seed of both methods", "psnr", "adv-s1", "pkdt-s1", None, None),
+    ("the same, second training seed of both methods", "bpp", "adv-s1", "pkdt-s1", None, None),
+    # Table 2: the full Stage II ("best") against each variant
+    ("smooth_loss makes Stage II more robust (Table 2)", "psnr", "abl-no-smooth", "pkdt",
+     (28.6556 - 32.0802) - (28.4497 - 32.1936), None),
+    ("smooth_loss makes Stage II more robust (Table 2)", "bpp", "abl-no-smooth", "pkdt",
+     100 * ((0.6953 - 0.4323) / 0.4323 - (0.7214 - 0.4358) / 0.4358), None),
+    ("its dy/dx term helps (Table 2)", "psnr", "abl-no-dydx", "pkdt",
+     (28.6556 - 32.0802) - (28.5293 - 32.1549), None),
+    ("its dy/dx term helps (Table 2)", "bpp", "abl-no-dydx", "pkdt",
+     100 * ((0.6953 - 0.4323) / 0.4323 - (0.7075 - 0.4355) / 0.4355), None),
+    ("its dbpp_main/dx term helps (Table 2)", "psnr", "abl-no-dbpp", "pkdt",
+     (28.6556 - 32.0802) - (28.6224 - 32.1463), None),
+    ("its dbpp_main/dx term helps (Table 2)", "bpp", "abl-no-dbpp", "pkdt",
+     100 * ((0.6953 - 0.4323) / 0.4323 - (0.7083 - 0.4332) / 0.4332), None),
+)
+
+
+def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """One row per claim and side: the paper's number, ours with a 95 % paired bootstrap
+    interval over the images, and the verdict: *confirmed at this scale* (the interval
+    excludes 0 in the paper's direction), *not confirmed* (it contains 0), *refuted* (it
+    excludes 0 in the other direction), or *not run yet* (a results file is missing)."""
+    rows = []
+    for claim, side, a, b, paper, attack in CLAIMS:
+        unit = "dB" if side == "psnr" else "% rate"
+        row = {"claim": claim, "side": f"{side} side ({unit})",
+               "paper": None if paper is None else round(paper, 2)}
+        if b not in found or (a is not None and a not in found):
+            rows.append({**row, "ours": None, "95% CI": "", "verdict": "not run yet"})
+            continue
+        db = _damage(found[b], side, attack)
+        if a is None:
+            diffs = list(db.values())
+            good = -1 if side == "psnr" else 1  # damage: a PSNR loss, a rate gain
+        else:
+            da = _damage(found[a], side, attack)
+            diffs = [db[n] - da[n] for n in db if n in da]
+            good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
+        ci = stats.bootstrap_ci(diffs)
+        if ci["lo"] <= 0 <= ci["hi"]:
+            verdict = "not confirmed (interval contains 0)"
+        elif (ci["mean"] > 0) == (good > 0):
+            verdict = "confirmed at this scale"
+        else:
+            verdict = "refuted at this scale"
+        rows.append({**row, "ours": round(ci["mean"], 2),
+                     "95% CI": f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]", "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
+    """The codecs under attack against JPEG at their own clean rate (log-rate interpolation on
+    the JPEG curve of the same images); a codec not yet attacked is shown from its clean-only
+    results (``metrics_clean.json`` beside, when present)."""
+    rows = []
+    for key in (*PRETRAINED, "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1"):
+        path = RUNS[key][0]
+        clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
+        r = found.get(key) or (load_results(clean) if clean.is_file() else None)
+        if r is not None:
+            if key not in found:
+                path = str(clean.relative_to(root))
+            m = margin_over_jpeg(r, found["jpeg"]) if "jpeg" in found else None
+            rows.append({"model": LABELS.get(key, key), "file": path,
+                         "bpp": round(r["results"]["bpp"][0], 4),
+                         "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
+                         "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
+    return pd.DataFrame(rows)
+
+
+def flat_markdown(df: pd.DataFrame) -> str:
+    """A flat frame as a Markdown table (``-`` for a missing cell)."""
+    if df.empty:
+        return "(no results yet)"
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join("-" if v is None or v != v else str(v) for v in row)
+                     + " |")
+    return "\n".join(lines)
+
+
+# (what, model a, model b): b - a, the seed-to-seed spread first, then the method difference
+SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
+              ("adversarial training: seed 1 - seed 0", "adv", "adv-s1"),
+              ("PKDT - adversarial training, seed 0", "adv", "pkdt"),
+              ("PKDT - adversarial training, seed 1", "adv-s1", "pkdt-s1"))
+
+
+def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
+    ci = stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
+    return f"{ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
+
+
+def seeds(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """Seed-to-seed against method-to-method: per pair, b - a per image (mean and 95 % paired
+    bootstrap interval) of the clean PSNR and rate and of the damage of each attack side. A
+    method difference no larger than the seed-to-seed one is no ranking."""
+    rows = []
+    for what, a, b in SEED_PAIRS:
+        if a not in found or b not in found:
+            rows.append({"difference (b - a)": what, "clean PSNR (dB)": "not run yet"})
+            continue
+        ra, rb = found[a], found[b]
+        ba, bb = (stats.per_image_values(r, None, "bpp") for r in (ra, rb))
+        rows.append({
+            "difference (b - a)": what,
+            "clean PSNR (dB)": _paired(stats.per_image_values(ra, None, "psnr-rgb"),
+                                       stats.per_image_values(rb, None, "psnr-rgb")),
+            "clean rate (%)": _paired({n: 100.0 for n in ba},
+                                      {n: 100 * v / ba[n] for n, v in bb.items() if n in ba}),
+            "dPSNR psnr attack (dB)": _paired(_damage(ra, "psnr"), _damage(rb, "psnr")),
+            "dbpp bpp attack (% points)": _paired(_damage(ra, "bpp"), _damage(rb, "bpp")),
+        })
+    return pd.DataFrame(rows)
+
+
+def _curve_at(found, image: str, rate: float, kind: Optional[str], what: str) -> Optional[float]:
+    """The pretrained curve's value for one image at clean rate ``rate`` (log-rate
+    interpolation between its rate points; None outside them). ``what``: "psnr" (PSNR under
+    ``kind``) or "gain" (rate gain in % under ``kind``)."""
+    pts = []
+    for k in PRETRAINED:
+        if k not in found:
+            continue
+        b = stats.per_image_values(found[k], None, "bpp").get(image)
+        v = (stats.per_image_values(found[k], kind, "psnr-rgb") if what == "psnr"
+             else _damage(found[k], "bpp")).get(image)
+        if b is not None and v is not None:
+            pts.append((b, v))
+    return stats.interpolate_rd(pts, rate) if len(pts) >= 2 else None
+
+
+MATCHED = ("teacher", "pkdt", "pkdt-s1", "adv", "adv-s1", "ma2023", "abl-no-smooth", "abl-no-dydx",
+           "abl-no-dbpp")
+
+
+def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """Each defended codec against the pretrained R-D curve *at its own clean rate*, per image
+    (log-rate interpolation between the pretrained rate points): a defence that lowers the
+    clean rate moves along the curve, and only what it gains beyond that move is robustness.
+    Columns: model - curve, mean and 95 % paired bootstrap interval over the images inside
+    the curve's rate range (their number in ``images``)."""
+    rows = []
+    for key in MATCHED:
+        if key not in found:
+            continue
+        r = found[key]
+        rates = stats.per_image_values(r, None, "bpp")
+        row = {"model": LABELS[key], "clean bpp": round(sum(rates.values()) / len(rates), 4)}
+        for label, kind, what, mine in (
+                ("clean PSNR (dB)", None, "psnr", stats.per_image_values(r, None, "psnr-rgb")),
+                ("PSNR under psnr attack (dB)", "worst-psnr", "psnr",
+                 stats.per_image_values(r, "worst-psnr", "psnr-rgb")),
+                ("rate gain under bpp attack (% points)", "worst-bpp", "gain",
+                 _damage(r, "bpp"))):
+            diffs = [mine[n] - c for n, b in rates.items() if n in mine
+                     for c in [_curve_at(found, n, b, kind, what)] if c is not None]
+            row["images"] = min(row.get("images", len(diffs)), len(diffs))
+            if len(diffs) >= 2:
+                ci = stats.bootstrap_ci(diffs)
+                row[label] = f"{ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
+            else:
+                row[label] = "outside the curve"
+        rows.append(row)
+    return pd.DataFrame(rows)
