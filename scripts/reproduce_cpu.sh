@@ -13,8 +13,8 @@
 #
 # Time on one core of the 2-core machine: hyper-q4 from scratch ~2.5 h, hyper-q2 / hyper-q6 /
 # hyper-q1 ~35 min each (fine-tuned), teacher ~10 min, each Stage II run ~17 min (five: pkdt,
-# adv, ma2023 and the seed-1 runs), each protocol-2 evaluation ~15 min (ten), the ablations
-# (three Stage II variants, each evaluated) ~85 min: about 9.5 core-hours, ~5 h on two cores.
+# adv, ma2023 and the seed-1 runs), each protocol-2 evaluation ~15 min (twelve), the ablations
+# (three Stage II variants, each evaluated) ~85 min: about 10 core-hours, ~5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,7 +22,7 @@ T=${THREADS:-1}
 export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
 STEPS=(q4 q2 q6 q1 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1
-       eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 ablations jpeg figures)
+       eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt ablations jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
 
@@ -81,6 +81,12 @@ run_step() {
     eval-q1) evaluate hyper-q1 "pretrained (q1)" ;;
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
+    eval-eps-q4|eval-eps-pkdt)  # Fig. 4: the paper's larger budget, eps = 1e-3
+      local name=hyper-q4; [ "$1" = eval-eps-pkdt ] && name=hyper-q4-pkdt
+      local out=results/cpu/$name/metrics_p2_eps1e-3.json
+      if [ -f "$out" ]; then echo "== $out: exists"; return; fi
+      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eps 0.001 --eval-only \
+        "models/cpu/$name/model.pt" --out "$out" --name "$name eps 1e-3" ;;
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
         -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;

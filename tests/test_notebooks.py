@@ -146,13 +146,15 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
     from nic_core import figures
     _papermill("05_figures", tmp_path, root=str(ROOT), out_dir=str(tmp_path / "fig"),
                tables_dir=str(tmp_path / "tab"), visual_iterations=3)  # the grid's attack: short
-    for name in ("table1.md", "table1.csv", "table2.md", "table2.csv", "verdicts.md", "codecs.md"):
+    for name in ("table1.md", "table1.csv", "table2.md", "table2.csv", "verdicts.md", "codecs.md",
+                 "seeds.md", "matched_rate.md"):
         assert (tmp_path / "tab" / name).read_text() == \
             (ROOT / "results" / "cpu" / "tables" / name).read_text(), name
     fig = tmp_path / "fig"
     made = sorted(p.name for p in fig.iterdir()) if fig.exists() else []
     committed = sorted(p.name for p in (ROOT / "figures").iterdir()
-                       if p.stem.startswith(("fig1_", "fig3_", "fig5_", "learning_", "visual_")))
+                       if p.stem.startswith(("fig1_", "fig3_", "fig4_", "fig5_", "learning_",
+                                             "visual_")))
     assert made == committed, (made, committed)
     assert figures.PALETTE["pkdt"] != figures.PALETTE["adv"]
 
