@@ -38,6 +38,10 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "pretrained-q4-eps1e-3": ("results/cpu/hyper-q4/metrics_p2_eps1e-3.json",
                               f"{REPRO} eval-eps-q4"),
     "pkdt-eps1e-3": ("results/cpu/hyper-q4-pkdt/metrics_p2_eps1e-3.json", f"{REPRO} eval-eps-pkdt"),
+    # the second test set: the DIV2K validation images at hand (4 LR x4 images, 256 crops)
+    "pretrained-q4-div2k": ("results/cpu/hyper-q4/metrics_p2_div2k.json",
+                            f"{REPRO} eval-div2k-q4"),
+    "pkdt-div2k": ("results/cpu/hyper-q4-pkdt/metrics_p2_div2k.json", f"{REPRO} eval-div2k-pkdt"),
     **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
        for v in ("no-smooth", "no-dydx", "no-dbpp")},
 }
@@ -45,11 +49,14 @@ PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6"
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
-          "pretrained-q6": "pretrained (lmbda 0.0483)", "pretrained-q1": "pretrained (lmbda 0.0018)",
+          "pretrained-q6": "pretrained (lmbda 0.0483)",
+          "pretrained-q1": "pretrained (lmbda 0.0018)",
           "teacher": "Ours w/o Stage II (teacher)", "pkdt": "Ours (PKDT)",
           "adv": "adversarial training", "ma2023": "Ma2023", "pkdt-s1": "Ours (PKDT), seed 1",
           "adv-s1": "adversarial training, seed 1",
-          "pretrained-q4-eps1e-3": "pretrained (Hyper), eps 1e-3", "pkdt-eps1e-3": "Ours (PKDT), eps 1e-3",
+          "pretrained-q4-eps1e-3": "pretrained (Hyper), eps 1e-3",
+          "pkdt-eps1e-3": "Ours (PKDT), eps 1e-3",
+          "pretrained-q4-div2k": "pretrained (Hyper), DIV2K", "pkdt-div2k": "Ours (PKDT), DIV2K",
           "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -170,6 +177,10 @@ CLAIMS = (
      "pretrained-q4-eps1e-3", "pkdt-eps1e-3", None, None),
     ("ours (PKDT) is more robust than the pretrained codec at eps 1e-3 (Fig. 4)", "bpp",
      "pretrained-q4-eps1e-3", "pkdt-eps1e-3", None, None),
+    ("ours (PKDT) is more robust than the pretrained codec on DIV2K (4 LR images)", "psnr",
+     "pretrained-q4-div2k", "pkdt-div2k", None, None),
+    ("ours (PKDT) is more robust than the pretrained codec on DIV2K (4 LR images)", "bpp",
+     "pretrained-q4-div2k", "pkdt-div2k", None, None),
     ("ours is more robust than plain adversarial training", "psnr", "adv", "pkdt", None, None),
     ("ours is more robust than plain adversarial training", "bpp", "adv", "pkdt", None, None),
     ("ours is more robust than plain adversarial training (training seed 1 of both)", "psnr",

@@ -22,7 +22,8 @@ T=${THREADS:-1}
 export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
 STEPS=(q4 q2 q6 q1 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1
-       eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt ablations jpeg figures)
+       eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt
+       eval-div2k-q4 eval-div2k-pkdt ablations jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
 
@@ -87,6 +88,13 @@ run_step() {
       if [ -f "$out" ]; then echo "== $out: exists"; return; fi
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eps 0.001 --eval-only \
         "models/cpu/$name/model.pt" --out "$out" --name "$name eps 1e-3" ;;
+    eval-div2k-q4|eval-div2k-pkdt)  # the DIV2K validation images at hand (protocol 2)
+      local name=hyper-q4; [ "$1" = eval-div2k-pkdt ] && name=hyper-q4-pkdt
+      local out=results/cpu/$name/metrics_p2_div2k.json
+      if [ -f "$out" ]; then echo "== $out: exists"; return; fi
+      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set div2k-valid \
+        -p eval_limit 0 --eval-only "models/cpu/$name/model.pt" --out "$out" \
+        --name "$name DIV2K" ;;
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
         -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;
