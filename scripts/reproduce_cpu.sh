@@ -21,7 +21,7 @@ PY=${PY:-.venv/bin/python}
 T=${THREADS:-1}
 export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
-STEPS=(q4 q2 q6 q1 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1
+STEPS=(q4 q2 q6 q1 cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1 eval-cheng-q4
        eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt
        eval-div2k-q4 eval-div2k-pkdt ablations jpeg figures)
 
@@ -64,6 +64,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
+    cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     teacher) train hyper-q4-teacher teacher params/cpu/hyper-q4/02_teacher.yaml ;;
     pkdt|adv|ma2023)
       local teacher=models/cpu/hyper-q4-teacher/model.pt
@@ -80,6 +81,7 @@ run_step() {
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
     eval-ma2023) evaluate hyper-q4-ma2023 "Ma2023" ;;
     eval-q1) evaluate hyper-q1 "pretrained (q1)" ;;
+    eval-cheng-q4) evaluate cheng-q4 "pretrained Cheng (q4)" ;;
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
     eval-eps-q4|eval-eps-pkdt)  # Fig. 4: the paper's larger budget, eps = 1e-3
