@@ -29,6 +29,8 @@ COMMON: Dict[str, Spec] = {
     "M": (int, 64, lambda v: v >= 8, "latent channels (None: from quality)"),
     "lmbda": (float, 0.0067, _pos[0], "rate-distortion trade-off (CompressAI MSE scale)"),
     "data_root": (str, None, None, "data folder; None: $NIC_DATA, else data/"),
+    "train_split": (str, "all", lambda v: v in ("all", "train"),
+                    "training images: all, or train (without the validation split, for tuning)"),
     "run_dir": (str, "runs/smoke/01_pretrain", None, "where checkpoint, metrics and plots go"),
     "seed": (int, 0, _nonneg[0], "random seed"),
     "device": (str, "auto", lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
@@ -51,8 +53,8 @@ COMMON: Dict[str, Spec] = {
     "lr_decay_every": (int, 25, _pos[0], "then halve every this many (budget_unit)"),
     "ckpt_every": (int, 0, _nonneg[0], "also checkpoint every this many steps (0: end only)"),
     "resume": (bool, True, None, "continue from run_dir/checkpoint.pt if present"),
-    "eval_set": (str, "kodak", lambda v: v in ("kodak", "div2k-valid", "samples"),
-                 "test set"),
+    "eval_set": (str, "kodak", lambda v: v in ("kodak", "div2k-valid", "val", "samples"),
+                 "test set (val: the validation split of the training folder, for tuning)"),
     "eval_limit": (int, 2, _nonneg[0], "use only the first n test images (0: all)"),
     "eval_crop": (int, 256, _nonneg[0], "centre-crop test images to this size (0: full size)"),
     "eval_batch": (int, 1, _pos[0], "equal-size test images attacked together (speed only)"),
@@ -190,18 +192,47 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# parameters a tuning variant may not change (they name or place the run, not the method)
+_NOT_TUNABLE = ("run_dir", "stage", "resume", "results_dir", "variants")
+
+
+def variant_overrides(variant: str) -> Dict[str, Any]:
+    """The Stage II parameters a variant changes: a Table 2 row of :data:`ABLATIONS`, or a
+    tuning variant ``name=value`` (several joined by ``+``, e.g. ``alpha=3+beta=0.001``),
+    checked against the pkdt schema (names, types, ranges)."""
+    if variant in ABLATIONS:
+        return dict(ABLATIONS[variant])
+    if "=" not in variant:
+        raise ValueError(f"variant {variant!r} is neither a Table 2 row ({sorted(ABLATIONS)}) "
+                         f"nor name=value overrides such as beta=0.001 or alpha=3+budget=200")
+    spec, out = schema("pkdt"), {}
+    for part in variant.split("+"):
+        name, _, text = part.partition("=")
+        name = name.strip()
+        if name not in spec or name in _NOT_TUNABLE:
+            hint = difflib.get_close_matches(name, spec, n=1)
+            raise ValueError(f"variant {variant!r}: {name!r} is not a tunable Stage II "
+                             f"parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        out[name] = _coerce(name, yaml.safe_load(text), spec[name])
+    return out
+
+
 def ablation_list(spec: str) -> Tuple[str, ...]:
+    """The variants of notebook 04, each checked (:func:`variant_overrides`)."""
     names = tuple(v.strip() for v in spec.split(",") if v.strip())
-    bad = [v for v in names if v not in ABLATIONS]
-    if not names or bad:
-        raise ValueError(f"variants must name Table 2 rows from {sorted(ABLATIONS)}, got {spec!r}")
+    if not names:
+        raise ValueError(f"variants must name Table 2 rows from {sorted(ABLATIONS)} or "
+                         f"name=value tuning variants, got {spec!r}")
+    for v in names:
+        variant_overrides(v)
     return names
 
 
 STAGE["ablation"] = {
     **STAGE["pkdt"],
     "variants": (str, "no-smooth,no-dydx,no-dbpp", lambda v: bool(ablation_list(v)),
-                 "Table 2 rows to train (nic_core.config.ABLATIONS), each in run_dir/<variant>"),
+                 "Table 2 rows (nic_core.config.ABLATIONS) or tuning variants name=value[+...], "
+                 "each trained in run_dir/<variant>"),
     "results_dir": (str, None, None, "also copy each variant's metrics.json to "
                     "results_dir/<variant>/ (None: only in the run folders)"),
 }

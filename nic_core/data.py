@@ -41,6 +41,7 @@ __all__ = [
     "sample_images",
     "find_test_set",
     "find_train_set",
+    "split_train",
     "load_images",
     "ImageFolderDataset",
     "centre_crop",
@@ -48,7 +49,8 @@ __all__ = [
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
-TEST_SET_NAMES = ("kodak", "div2k-valid", "samples")
+TEST_SET_NAMES = ("kodak", "div2k-valid", "val", "samples")
+VAL_EVERY = 25  # the validation split: every 25th training image by sorted name (24 of 600)
 KODAK_COUNT = 24
 DIV2K_VALID_COUNT = 100
 
@@ -239,8 +241,9 @@ def find_test_set(name: str = "kodak",
 
     Args:
         name: "kodak" (``<root>/kodak``), "div2k-valid" (``<root>/div2k_valid/HR`` if it
-            has images, else ``<root>/div2k_valid/LR_x4``) or "samples" (scikit-image
-            test photos). "_" is accepted for "-" and case is ignored.
+            has images, else ``<root>/div2k_valid/LR_x4``), "val" (the validation split of
+            ``<root>/train``, :func:`split_train`: for tuning, never Kodak) or "samples"
+            (scikit-image test photos). "_" is accepted for "-" and case is ignored.
         data_root: see ``resolve_data_root``.
 
     Returns:
@@ -258,6 +261,9 @@ def find_test_set(name: str = "kodak",
         paths = sample_images("test")
         return paths, (f"scikit-image sample photos ({len(paths)} images: "
                        f"{', '.join(p.stem for p in paths)})")
+    if key == "val":
+        paths, desc = find_train_set(data_root, split="val")
+        return paths, desc
     root = existing_data_root(data_root)
     if key == "kodak":
         folder = root / "kodak"
@@ -276,8 +282,25 @@ def find_test_set(name: str = "kodak",
     return _fallback("div2k-valid", f"{hr} and {lr} {_folder_state(lr)}", "test")
 
 
-def find_train_set(data_root: str | os.PathLike | None = None) -> tuple[list[Path], str]:
+def split_train(paths: Sequence[Path], split: str) -> list[Path]:
+    """The fixed train / validation split of the training images: "val" is every
+    :data:`VAL_EVERY`-th image by sorted name (BSDS500 and Urban100 alike), "train" the rest,
+    "all" every image (what the committed models were trained on)."""
+    if split not in ("all", "train", "val"):
+        raise ValueError(f"split must be all, train or val, got {split!r}")
+    if split == "all":
+        return list(paths)
+    paths = sorted(paths)
+    keep = split == "val"
+    return [p for i, p in enumerate(paths) if (i % VAL_EVERY == VAL_EVERY - 1) == keep]
+
+
+def find_train_set(data_root: str | os.PathLike | None = None,
+                   split: str = "all") -> tuple[list[Path], str]:
     """Locate the training images: ``<root>/train``, else the scikit-image train photos.
+
+    Args:
+        split: "all", "train" (without the validation images) or "val" (:func:`split_train`).
 
     Returns:
         (paths, description); the fallback description starts with "FALLBACK:" and a
@@ -285,9 +308,16 @@ def find_train_set(data_root: str | os.PathLike | None = None) -> tuple[list[Pat
     """
     folder = existing_data_root(data_root) / "train"
     if not _has_images(folder):
-        return _fallback("the train folder", f"{folder} {_folder_state(folder)}", "train")
-    paths = list_images(folder)
-    return paths, f"train folder {folder} ({len(paths)} images)"
+        paths, desc = _fallback("the train folder", f"{folder} {_folder_state(folder)}", "train")
+    else:
+        paths, desc = list_images(folder), f"train folder {folder}"
+    picked = split_train(paths, split)
+    if not picked:
+        raise DataError(f"the {split} split of {desc} is empty ({len(paths)} images; "
+                        f"the validation split takes every {VAL_EVERY}th)")
+    if split == "all":
+        return picked, f"{desc} ({len(picked)} images)"
+    return picked, f"{desc} ({split} split: {len(picked)} of {len(paths)} images)"
 
 
 def centre_crop(t: torch.Tensor, size: int) -> torch.Tensor:

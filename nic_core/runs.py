@@ -111,7 +111,7 @@ def run_training(stage: str, cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, list
     model = build_student(cfg, device)
     teacher = load_required(cfg, "teacher", device) if stage == "pkdt" and cfg["method"] == "pkdt" \
         else None
-    paths, desc = data.find_train_set(cfg["data_root"])
+    paths, desc = data.find_train_set(cfg["data_root"], cfg["train_split"])
     print(f"training data: {desc}")
     dataset = data.ImageFolderDataset(paths, patch_size=cfg["patch_size"], train=True)
     history = train(model, dataset, make_objective(cfg, teacher), cfg, run_dir, device)
@@ -123,17 +123,19 @@ ABLATION_NAMES = {"best": "best", "no-smooth": "best w/o smooth_loss",
 
 
 def run_ablations(cfg: Dict[str, Any]) -> list:
-    """Table 2: train and evaluate each Stage II variant of ``cfg["variants"]``
-    (:data:`nic_core.config.ABLATIONS`) in ``run_dir/<variant>``; resumable like every run.
-    With ``results_dir``, each variant's results also go to ``results_dir/<variant>/``."""
+    """Table 2 and tuning: train and evaluate each Stage II variant of ``cfg["variants"]``
+    (a row of :data:`nic_core.config.ABLATIONS` or ``name=value`` overrides,
+    :func:`nic_core.config.variant_overrides`) in ``run_dir/<variant>``; resumable like every
+    run. With ``results_dir``, each variant's results also go to ``results_dir/<variant>/``."""
     rows = []
     pkdt_names = config.schema("pkdt")
     for v in config.ablation_list(cfg["variants"]):
-        params = {k: val for k, val in {**cfg, **config.ABLATIONS[v]}.items() if k in pkdt_names}
+        changes = config.variant_overrides(v)
+        params = {k: val for k, val in {**cfg, **changes}.items() if k in pkdt_names}
         vcfg = config.validate("pkdt", {**params, "run_dir": str(Path(cfg["run_dir"]) / v)})
-        print(f"== {v}: {config.ABLATIONS[v] or 'as configured'}")
+        print(f"== {v}: {changes or 'as configured'}")
         codec, _ = run_training("pkdt", vcfg)
-        rows.append(evaluate_run(codec, vcfg, name=ABLATION_NAMES[v]))
+        rows.append(evaluate_run(codec, vcfg, name=ABLATION_NAMES.get(v, f"best, {v}")))
         if cfg.get("results_dir"):
             dst = Path(cfg["results_dir"]) / v / "metrics.json"
             dst.parent.mkdir(parents=True, exist_ok=True)

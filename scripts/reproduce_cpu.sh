@@ -23,7 +23,7 @@ export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
 STEPS=(q4 q2 q6 q1 cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1 eval-cheng-q4
        eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt
-       eval-div2k-q4 eval-div2k-pkdt ablations jpeg figures)
+       eval-div2k-q4 eval-div2k-pkdt ablations tune jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
 
@@ -100,6 +100,11 @@ run_step() {
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
         -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;
+    tune)  # alpha, beta and Stage II length on the validation split (params/cpu/hyper-q4/tune.yaml)
+      $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
+        -p progress false -p train_split train -p run_dir runs/cpu/hyper-q4-tune/teacher --no-eval
+      .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_tune.ipynb \
+        -f params/cpu/hyper-q4/tune.yaml -p threads "$T" ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     figures) make figures ;;
