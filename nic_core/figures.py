@@ -25,7 +25,7 @@ from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, PAPER_TABLE1, PAPER_TABLE2, PRETRAINED, RUNS,  # noqa: E402
                      TABLE1_ROWS, TABLE2_ROWS, _cell, codecs, flat_markdown, load, markdown,
-                     _damage, matched_rate, seeds, table, verdicts)
+                     _damage, matched_rate, seeds, table, tuning, verdicts)
 
 REPO = Path(__file__).resolve().parents[1]
 # one colour per method in every figure
@@ -246,7 +246,8 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         (tdir / f"{name}.md").write_text(markdown(df) + "\n")
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
     for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root)),
-                     ("seeds", seeds(found)), ("matched_rate", matched_rate(found))):
+                     ("seeds", seeds(found)), ("matched_rate", matched_rate(found)),
+                     ("tuning", tuning(root))):
         (tdir / f"{name}.md").write_text(flat_markdown(df) + "\n")
         written.append(tdir / f"{name}.md")
     if any(k in found for k in TABLE1_ROWS):

@@ -353,3 +353,34 @@ def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
                 row[label] = "outside the curve"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+TUNE_DIR = "results/cpu/hyper-q4-tune"  # params/cpu/hyper-q4/04_tune.yaml, `{REPRO} tune`
+
+
+def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
+    """Stage II tuning on the validation split (never Kodak): per variant of
+    ``params/cpu/hyper-q4/04_tune.yaml`` its clean point and damage, and the difference to the
+    ``best`` (as configured) variant per image: mean and 95 % paired bootstrap interval. A
+    variant is better only where its interval excludes 0."""
+    folder = Path(root) / tune_dir
+    found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
+    base = found.get("best")
+    rows = []
+    for name in sorted(found, key=lambda n: (n != "best", n)):
+        r = found[name]
+        dmg = {side: _damage(r, side, attack=side) for side in ("psnr", "bpp")}
+        row = {"variant": name if name == "best" else f"best, {name}",
+               "clean bpp": round(_cell(r, None, "bpp"), 4),
+               "clean PSNR (dB)": round(_cell(r, None, "psnr-rgb"), 2)}
+        for side, label in (("psnr", "dPSNR psnr attack (dB)"), ("bpp", "dbpp bpp attack (%)")):
+            ms = stats.mean_se(list(dmg[side].values()))
+            row[label] = f"{ms['mean']:+.2f}" + (f" ± {ms['se']:.2f}" if ms["se"] else "")
+        if base is not None and name != "best":
+            row["vs best: clean PSNR (dB)"] = _paired(
+                stats.per_image_values(base, None, "psnr-rgb"),
+                stats.per_image_values(r, None, "psnr-rgb"))
+            row["vs best: dPSNR (dB)"] = _paired(_damage(base, "psnr", "psnr"), dmg["psnr"])
+            row["vs best: dbpp (% points)"] = _paired(_damage(base, "bpp", "bpp"), dmg["bpp"])
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -100,11 +100,11 @@ run_step() {
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
         -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;
-    tune)  # alpha, beta and Stage II length on the validation split (params/cpu/hyper-q4/tune.yaml)
+    tune)  # alpha, beta and Stage II length on the validation split (params/cpu/hyper-q4/04_tune.yaml)
       $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
         -p progress false -p train_split train -p run_dir runs/cpu/hyper-q4-tune/teacher --no-eval
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_tune.ipynb \
-        -f params/cpu/hyper-q4/tune.yaml -p threads "$T" ;;
+        -f params/cpu/hyper-q4/04_tune.yaml -p threads "$T" ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     figures) make figures ;;

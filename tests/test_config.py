@@ -78,3 +78,21 @@ def test_run_names_are_one_table():
                      "Ma2023"]
     assert runs.curve_keys(config.defaults("pkdt"))[1:] == ("d_loss", "r_loss", "smooth_loss")
     assert runs.curve_keys(config.defaults("pkdt", method="adv"))[1:] == ("bpp_loss", "mse_loss")
+
+
+def test_tuning_variants_are_checked_overrides():
+    """Notebook 04's variants: Table 2 rows, or name=value overrides of Stage II parameters
+    (joined by +), each checked against the pkdt schema before any work starts."""
+    assert config.variant_overrides("no-smooth") == {"beta": 0.0}
+    assert config.variant_overrides("alpha=3+beta=0.001") == {"alpha": 3.0, "beta": 0.001}
+    assert config.variant_overrides("budget=200") == {"budget": 200}
+    assert config.ablation_list("best, beta=0,alpha=0.3") == ("best", "beta=0", "alpha=0.3")
+    for bad, match in (("betta=1", "did you mean 'beta'"), ("run_dir=x", "not a tunable"),
+                       ("beta=-1", "beta"), ("budget=1.5", "integer"), ("smooth", "neither")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            config.variant_overrides(bad)
+    with pytest.raises((ValueError, TypeError), match="betta"):
+        config.validate("ablation", {"variants": "best,betta=1"})
+    assert config.defaults("pkdt")["train_split"] == "all"
+    with pytest.raises(ValueError, match="train_split"):
+        config.validate("pkdt", {"train_split": "val"})  # never train on the validation images

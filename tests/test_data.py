@@ -40,6 +40,7 @@ from nic_core.data import (
     load_images,
     resolve_data_root,
     sample_images,
+    split_train,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -683,3 +684,26 @@ def test_cli_download_of_an_archive_with_a_broken_image_exits_1(tmp_path, serve)
                 "--base-url", server.url)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "0802.png" in proc.stderr and "0801.png" not in proc.stderr
+
+
+def test_the_validation_split_is_fixed_and_disjoint(tmp_path):
+    """Every 25th training image by name is held out for tuning (eval_set 'val'); 'train' is
+    the rest; an order of the folder listing does not change which."""
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(60):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(train / f"im{i:03d}.png")
+    tr, desc = find_train_set(tmp_path, "train")
+    val, _ = find_train_set(tmp_path, "val")
+    every, _ = find_train_set(tmp_path)
+    assert [p.name for p in val] == ["im024.png", "im049.png"]
+    assert len(tr) == 58 and not set(tr) & set(val) and set(tr) | set(val) == set(every)
+    assert "train split: 58 of 60 images" in desc
+    assert find_test_set("val", tmp_path)[0] == val
+    assert split_train(list(reversed(every)), "val") == val
+    for p in every[20:]:
+        p.unlink()
+    with pytest.raises(DataError, match="val split .* is empty"):
+        find_train_set(tmp_path, "val")
+    with pytest.raises(ValueError, match="split must be"):
+        split_train(every, "test")

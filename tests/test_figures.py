@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nic_core import figures, stats
+from nic_core import figures, stats, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = {"pretrained-q4": "01_pretrain", "teacher": "02_teacher", "pkdt": "03_pkdt",
@@ -111,3 +111,26 @@ def test_readme_include_blocks_are_refreshed(tmp_path):
     assert "| 2 |" in readme.read_text() and "| 1 |" not in readme.read_text()
     assert readme.read_text().startswith("x\n") and readme.read_text().endswith("<!-- end -->\ny\n")
     assert figures.refresh_includes(readme) == []
+
+
+def test_tuning_table_is_per_image_differences_to_best(tmp_path):
+    """The tuning table: each variant's damage under the single psnr / bpp attacks and its
+    paired difference to 'best'; a variant whose psnr attack costs 0.1 dB less on every image
+    shows +0.10 with an interval excluding 0."""
+    r = json.loads((ROOT / "results/cpu/03_pkdt/metrics_p2.json").read_text())
+    folder = tmp_path / tables.TUNE_DIR
+    for name, shift in (("best", 0.0), ("beta=0.001", 0.1)):
+        v = json.loads(json.dumps(r))
+        for row in v["per_image"]:
+            for kind in ("psnr", "worst-psnr"):
+                if kind in row.get("attacks", {}):
+                    row["attacks"][kind]["delta-psnr"] += shift
+        (folder / name).mkdir(parents=True)
+        (folder / name / "metrics.json").write_text(json.dumps(v))
+    df = figures.tuning(tmp_path).set_index("variant")
+    assert list(df.index) == ["best", "best, beta=0.001"]
+    d = stats.per_image_values(r, "psnr", "delta-psnr")
+    assert df.loc["best", "dPSNR psnr attack (dB)"].startswith(f"{sum(d.values()) / len(d):+.2f}")
+    assert df.loc["best, beta=0.001", "vs best: dPSNR (dB)"] == "+0.10 [+0.10, +0.10]"
+    assert df.loc["best, beta=0.001", "vs best: clean PSNR (dB)"] == "+0.00 [+0.00, +0.00]"
+    assert figures.tuning(tmp_path / "none").empty
