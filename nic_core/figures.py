@@ -154,7 +154,7 @@ def fig_summary(found: Dict[str, Dict[str, Any]]):
     return fig
 
 
-def fig_learning(root, names=("hyper-q4", "hyper-q2", "hyper-q6", "hyper-q1")):
+def fig_learning(root, names=("hyper-q4", "hyper-q2", "hyper-q6", "hyper-q1", "cheng-q4")):
     """Training PSNR (from the MSE term) and rate of the committed codecs against the step,
     smoothed over 200 steps, so the reader sees where training stopped; None without any."""
     import gzip

@@ -27,6 +27,7 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "pretrained-q2": ("results/cpu/hyper-q2/metrics_p2.json", f"{REPRO} q2 eval-q2"),
     "pretrained-q4": ("results/cpu/hyper-q4/metrics_p2.json", f"{REPRO} q4 eval-q4"),
     "pretrained-q6": ("results/cpu/hyper-q6/metrics_p2.json", f"{REPRO} q6 eval-q6"),
+    "cheng-q4": ("results/cpu/cheng-q4/metrics_p2.json", f"{REPRO} cheng-q4 eval-cheng-q4"),
     "teacher": ("results/cpu/hyper-q4-teacher/metrics_p2.json", f"{REPRO} teacher eval-teacher"),
     "pkdt": ("results/cpu/hyper-q4-pkdt/metrics_p2.json", f"{REPRO} pkdt eval-pkdt"),
     "adv": ("results/cpu/hyper-q4-adv/metrics_p2.json", f"{REPRO} adv eval-adv"),
@@ -51,6 +52,7 @@ TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
           "pretrained-q6": "pretrained (lmbda 0.0483)",
           "pretrained-q1": "pretrained (lmbda 0.0018)",
+          "cheng-q4": "pretrained Cheng anchor (N 48, lmbda 0.013)",
           "teacher": "Ours w/o Stage II (teacher)", "pkdt": "Ours (PKDT)",
           "adv": "adversarial training", "ma2023": "Ma2023", "pkdt-s1": "Ours (PKDT), seed 1",
           "adv-s1": "adversarial training, seed 1",
@@ -243,7 +245,7 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
     the JPEG curve of the same images); a codec not yet attacked is shown from its clean-only
     results (``metrics_clean.json`` beside, when present)."""
     rows = []
-    for key in (*PRETRAINED, "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1"):
+    for key in (*PRETRAINED, "cheng-q4", "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1"):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)

@@ -12,9 +12,11 @@
 # side by side to use two cores (THREADS=1 each, the default).
 #
 # Time on one core of the 2-core machine: hyper-q4 from scratch ~2.5 h, hyper-q2 / hyper-q6 /
-# hyper-q1 ~35 min each (fine-tuned), teacher ~10 min, each Stage II run ~17 min (five: pkdt,
-# adv, ma2023 and the seed-1 runs), each protocol-2 evaluation ~15 min (twelve), the ablations
-# (three Stage II variants, each evaluated) ~85 min: about 10 core-hours, ~5 h on two cores.
+# hyper-q1 ~35 min each (fine-tuned), cheng-q4 from scratch ~3 h (0.65 s per step), teacher
+# ~10 min, each Stage II run ~17 min (five: pkdt, adv, ma2023 and the seed-1 runs), each
+# protocol-2 evaluation ~15 min (twelve; Cheng's ~30), the ablations (three Stage II variants,
+# each evaluated) ~85 min, the tuning (a teacher and five variants on the validation split)
+# ~1.6 h: about 15 core-hours, ~7.5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
