@@ -270,24 +270,29 @@ def defaults(stage: str, **overrides) -> Dict[str, Any]:
     return validate(stage, cfg)
 
 
+class ParameterError(TypeError, ValueError):
+    """A parameter of the wrong type: a TypeError, and a ValueError like every other mistake
+    in the parameters, so that command lines report it as one ``error:`` line."""
+
+
 def _coerce(name: str, value: Any, spec: Spec) -> Any:
     typ, default, check, help_ = spec
     if value is None:
         if name in NULLABLE:
             return None
-        raise TypeError(f"parameter {name!r} ({help_}) must not be None")
+        raise ParameterError(f"parameter {name!r} ({help_}) must not be None")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if typ is bool and not isinstance(value, bool):
-        raise TypeError(f"parameter {name!r} ({help_}) must be True or False, got {value!r}")
+        raise ParameterError(f"parameter {name!r} ({help_}) must be True or False, got {value!r}")
     if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise TypeError(f"parameter {name!r} ({help_}) must be an integer, got {value!r}")
+            raise ParameterError(f"parameter {name!r} ({help_}) must be an integer, got {value!r}")
     if not isinstance(value, typ):
-        raise TypeError(f"parameter {name!r} ({help_}) must be {typ.__name__}, "
-                        f"got {type(value).__name__} {value!r}")
+        raise ParameterError(f"parameter {name!r} ({help_}) must be {typ.__name__}, "
+                             f"got {type(value).__name__} {value!r}")
     if check is not None and not check(value):
         raise ValueError(f"parameter {name!r} ({help_}) has an invalid value {value!r}")
     return value
@@ -387,9 +392,9 @@ def load_params(path) -> Dict[str, Any]:
 
 def cli_params(path: Optional[str], pairs) -> Dict[str, Any]:
     """Parameters of a command line: a YAML file (``-f``), then ``-p NAME VALUE`` pairs (YAML
-    values, as papermill reads them), later ones winning."""
+    values, as papermill reads them; an empty value is the empty string), later ones winning."""
     params = load_params(path) if path else {}
-    params.update({k: yaml.safe_load(v) for k, v in pairs})
+    params.update({k: yaml.safe_load(v) if v.strip() else v for k, v in pairs})
     return params
 
 

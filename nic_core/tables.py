@@ -362,17 +362,19 @@ TUNE_DIR = "results/cpu/hyper-q4-tune"  # params/cpu/hyper-q4/04_tune.yaml, `{RE
 
 def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
     """Stage II tuning on the validation split (never Kodak): per variant of
-    ``params/cpu/hyper-q4/04_tune.yaml`` its clean point and damage, and the difference to the
-    ``best`` (as configured) variant per image: mean and 95 % paired bootstrap interval. A
-    variant is better only where its interval excludes 0."""
+    ``params/cpu/hyper-q4/04_tune.yaml`` (and the pretrained codec, ``pretrained/``) its clean
+    point and damage, and the difference to the ``best`` (as configured) variant per image:
+    mean and 95 % paired bootstrap interval. A variant is better only where its interval
+    excludes 0."""
     folder = Path(root) / tune_dir
     found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
     base = found.get("best")
     rows = []
-    for name in sorted(found, key=lambda n: (n != "best", n)):
+    labels = {"pretrained": "pretrained (no Stage I / II)", "best": "best (as configured)"}
+    for name in sorted(found, key=lambda n: (n != "pretrained", n != "best", n)):
         r = found[name]
         dmg = {side: _damage(r, side, attack=side) for side in ("psnr", "bpp")}
-        row = {"variant": name if name == "best" else f"best, {name}",
+        row = {"variant": labels.get(name, f"best, {name}"),
                "clean bpp": round(_cell(r, None, "bpp"), 4),
                "clean PSNR (dB)": round(_cell(r, None, "psnr-rgb"), 2)}
         for side, label in (("psnr", "dPSNR psnr attack (dB)"), ("bpp", "dbpp bpp attack (%)")):

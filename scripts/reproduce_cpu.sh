@@ -106,7 +106,11 @@ run_step() {
       $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
         -p progress false -p train_split train -p run_dir runs/cpu/hyper-q4-tune/teacher --no-eval
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_tune.ipynb \
-        -f params/cpu/hyper-q4/04_tune.yaml -p threads "$T" ;;
+        -f params/cpu/hyper-q4/04_tune.yaml -p threads "$T"
+      local out=results/cpu/hyper-q4-tune/pretrained/metrics.json  # the reference row
+      [ -f "$out" ] || $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set val \
+        -p eval_limit 0 -p eval_crop 192 -p eval_worst_case "" --eval-only \
+        models/cpu/hyper-q4/model.pt --out "$out" --name "pretrained (q4)" ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     figures) make figures ;;

@@ -89,6 +89,11 @@ def test_parameter_and_checkpoint_mistakes_are_one_line_errors(tmp_path, capsys)
                         "'lr'", "-1")
     _assert_clean_error(*_call("runs", "pretrain", "-p", "epz", "1", capsys=capsys),
                         "'epz'", "did you mean 'eps'")
+    _assert_clean_error(*_call("runs", "pretrain", "-p", "budget", "many", capsys=capsys),
+                        "'budget'", "must be an integer")  # a wrong type, not a traceback
+    _assert_clean_error(*_call("runs", "pretrain", "-p", "data_root", "x", "-p",
+                               "eval_worst_case", "", "-p", "progress", "maybe",
+                               capsys=capsys), "'progress'", "True or False")
     missing = tmp_path / "nope.pt"
     _assert_clean_error(*_call("runs", "pretrain", "--eval-only", str(missing),
                                capsys=capsys), str(missing))

@@ -128,9 +128,9 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
         (folder / name).mkdir(parents=True)
         (folder / name / "metrics.json").write_text(json.dumps(v))
     df = figures.tuning(tmp_path).set_index("variant")
-    assert list(df.index) == ["best", "best, beta=0.001"]
+    assert list(df.index) == ["best (as configured)", "best, beta=0.001"]
     d = stats.per_image_values(r, "psnr", "delta-psnr")
-    assert df.loc["best", "dPSNR psnr attack (dB)"].startswith(f"{sum(d.values()) / len(d):+.2f}")
+    assert df.loc["best (as configured)", "dPSNR psnr attack (dB)"].startswith(f"{sum(d.values()) / len(d):+.2f}")
     assert df.loc["best, beta=0.001", "vs best: dPSNR (dB)"] == "+0.10 [+0.10, +0.10]"
     assert df.loc["best, beta=0.001", "vs best: clean PSNR (dB)"] == "+0.00 [+0.00, +0.00]"
     assert figures.tuning(tmp_path / "none").empty
