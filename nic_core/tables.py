@@ -384,6 +384,9 @@ def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
             row["vs best: clean PSNR (dB)"] = _paired(
                 stats.per_image_values(base, None, "psnr-rgb"),
                 stats.per_image_values(r, None, "psnr-rgb"))
+            b0, b1 = (stats.per_image_values(x, None, "bpp") for x in (base, r))
+            row["vs best: clean rate (%)"] = _paired(
+                {n: 100.0 for n in b0}, {n: 100 * v / b0[n] for n, v in b1.items() if n in b0})
             row["vs best: dPSNR (dB)"] = _paired(_damage(base, "psnr", "psnr"), dmg["psnr"])
             row["vs best: dbpp (% points)"] = _paired(_damage(base, "bpp", "bpp"), dmg["bpp"])
         rows.append(row)

@@ -133,4 +133,5 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
     assert df.loc["best (as configured)", "dPSNR psnr attack (dB)"].startswith(f"{sum(d.values()) / len(d):+.2f}")
     assert df.loc["best, beta=0.001", "vs best: dPSNR (dB)"] == "+0.10 [+0.10, +0.10]"
     assert df.loc["best, beta=0.001", "vs best: clean PSNR (dB)"] == "+0.00 [+0.00, +0.00]"
+    assert df.loc["best, beta=0.001", "vs best: clean rate (%)"] == "+0.00 [+0.00, +0.00]"
     assert figures.tuning(tmp_path / "none").empty
