@@ -118,24 +118,28 @@ def fig_ma2023(found: Dict[str, Dict[str, Any]]):
     return fig
 
 
-EPS_PAIRS = (("pretrained-q4", "pkdt"), ("pretrained-q4-eps1e-3", "pkdt-eps1e-3"))
+EPS_ROWS = (("pretrained-q4", "pkdt", "adv"), ("pretrained-q4-eps1e-3", "pkdt-eps1e-3", "adv-eps1e-3"))
+EPS_MODELS = (("pretrained", "pretrained (Hyper)"), ("pkdt", "Ours (PKDT)"),
+              ("adv", "adversarial training"))
 
 
 def fig_eps(found: Dict[str, Dict[str, Any]]):
     """Fig. 4 at CPU scale: the damage of the worst-case attacks at eps 5e-4 and 1e-3 (the
-    paper's two budgets), pretrained vs PKDT; mean over the images, standard-error bars."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    paper's two budgets), pretrained vs PKDT vs adversarial training; mean over the images,
+    standard-error bars."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, side, unit in ((axes[0], "psnr", "PSNR change under the psnr attack (dB)"),
                            (axes[1], "bpp", "rate gain under the bpp attack (%)")):
-        for j, (eps, keys) in enumerate(zip(("5e-4", "1e-3"), EPS_PAIRS)):
+        for j, (eps, keys) in enumerate(zip(("5e-4", "1e-3"), EPS_ROWS)):
             for i, k in enumerate(keys):
                 if k not in found:
                     continue
                 ms = stats.mean_se(list(_damage(found[k], side).values()))
                 ax.bar(i + 0.38 * j, ms["mean"], 0.36, yerr=ms["se"] or 0, capsize=3,
-                       color=colour("pretrained" if i == 0 else "pkdt"),
-                       alpha=1.0 if j == 0 else 0.55, label=f"eps {eps}" if i == 0 else None)
-        ax.set_xticks([0.19, 1.19], ["pretrained (Hyper)", "Ours (PKDT)"])
+                       color=colour(EPS_MODELS[i][0]), alpha=1.0 if j == 0 else 0.55,
+                       label=f"eps {eps}" if i == 0 else None)
+        ax.set_xticks([i + 0.19 for i in range(len(EPS_MODELS))],
+                      [label for _, label in EPS_MODELS], fontsize=8)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_ylabel(unit, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -265,7 +269,7 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += save(learning, out, "learning_curves_cpu")
     if any("ma2023@noise" in r.get("attacks", {}) for r in found.values()):
         written += save(fig_ma2023(found), out, "fig5_ma2023_cpu")
-    if any(k in found for k in EPS_PAIRS[1]):
+    if any(k in found for k in EPS_ROWS[1]):
         written += save(fig_eps(found), out, "fig4_eps_cpu")
     else:
         notes.append("fig4_eps_cpu: no eps 1e-3 results yet")

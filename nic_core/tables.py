@@ -43,6 +43,8 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "pretrained-q4-div2k": ("results/cpu/hyper-q4/metrics_p2_div2k.json",
                             f"{REPRO} eval-div2k-q4"),
     "pkdt-div2k": ("results/cpu/hyper-q4-pkdt/metrics_p2_div2k.json", f"{REPRO} eval-div2k-pkdt"),
+    "adv-eps1e-3": ("results/cpu/hyper-q4-adv/metrics_p2_eps1e-3.json", f"{REPRO} eval-eps-adv"),
+    "adv-div2k": ("results/cpu/hyper-q4-adv/metrics_p2_div2k.json", f"{REPRO} eval-div2k-adv"),
     **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
        for v in ("no-smooth", "no-dydx", "no-dbpp")},
 }
@@ -59,6 +61,7 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
           "pretrained-q4-eps1e-3": "pretrained (Hyper), eps 1e-3",
           "pkdt-eps1e-3": "Ours (PKDT), eps 1e-3",
           "pretrained-q4-div2k": "pretrained (Hyper), DIV2K", "pkdt-div2k": "Ours (PKDT), DIV2K",
+          "adv-eps1e-3": "adversarial training, eps 1e-3", "adv-div2k": "adversarial training, DIV2K",
           "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -189,6 +192,14 @@ CLAIMS = (
      "adv-s1", "pkdt-s1", None, None),
     ("ours is more robust than plain adversarial training (training seed 1 of both)", "bpp",
      "adv-s1", "pkdt-s1", None, None),
+    ("ours is more robust than plain adversarial training at eps 1e-3", "psnr", "adv-eps1e-3",
+     "pkdt-eps1e-3", None, None),
+    ("ours is more robust than plain adversarial training at eps 1e-3", "bpp", "adv-eps1e-3",
+     "pkdt-eps1e-3", None, None),
+    ("ours is more robust than plain adversarial training on DIV2K (4 LR images)", "psnr",
+     "adv-div2k", "pkdt-div2k", None, None),
+    ("ours is more robust than plain adversarial training on DIV2K (4 LR images)", "bpp",
+     "adv-div2k", "pkdt-div2k", None, None),
     ("ours is more robust than Ma2023 under the Ma2023 attack (Fig. 5)", "psnr", "ma2023",
      "pkdt", None, "ma2023@noise"),
     # Table 2: the full Stage II ("best") against each variant

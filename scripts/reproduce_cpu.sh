@@ -25,7 +25,7 @@ export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
 STEPS=(q4 q2 q6 q1 cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1 eval-cheng-q4
        eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt
-       eval-div2k-q4 eval-div2k-pkdt ablations tune jpeg figures)
+       eval-eps-adv eval-div2k-q4 eval-div2k-pkdt eval-div2k-adv ablations tune jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
 
@@ -86,14 +86,14 @@ run_step() {
     eval-cheng-q4) evaluate cheng-q4 "pretrained Cheng (q4)" ;;
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
-    eval-eps-q4|eval-eps-pkdt)  # Fig. 4: the paper's larger budget, eps = 1e-3
-      local name=hyper-q4; [ "$1" = eval-eps-pkdt ] && name=hyper-q4-pkdt
+    eval-eps-q4|eval-eps-pkdt|eval-eps-adv)  # Fig. 4: the paper's larger budget, eps = 1e-3
+      local name=hyper-q4; [ "$1" != eval-eps-q4 ] && name=hyper-q4-${1#eval-eps-}
       local out=results/cpu/$name/metrics_p2_eps1e-3.json
       if [ -f "$out" ]; then echo "== $out: exists"; return; fi
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eps 0.001 --eval-only \
         "models/cpu/$name/model.pt" --out "$out" --name "$name eps 1e-3" ;;
-    eval-div2k-q4|eval-div2k-pkdt)  # the DIV2K validation images at hand (protocol 2)
-      local name=hyper-q4; [ "$1" = eval-div2k-pkdt ] && name=hyper-q4-pkdt
+    eval-div2k-q4|eval-div2k-pkdt|eval-div2k-adv)  # the DIV2K validation images at hand
+      local name=hyper-q4; [ "$1" != eval-div2k-q4 ] && name=hyper-q4-${1#eval-div2k-}
       local out=results/cpu/$name/metrics_p2_div2k.json
       if [ -f "$out" ]; then echo "== $out: exists"; return; fi
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set div2k-valid \
