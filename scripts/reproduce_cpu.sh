@@ -23,7 +23,7 @@ PY=${PY:-.venv/bin/python}
 T=${THREADS:-1}
 export NIC_DATA=${NIC_DATA:-../shared/data}
 EVAL=params/cpu/eval_protocol2.yaml
-STEPS=(q4 q2 q6 q1 cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1 eval-cheng-q4
+STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s1 eval-q4 eval-q2 eval-q6 eval-q1 eval-cheng-q4
        eval-teacher eval-pkdt eval-adv eval-ma2023 eval-pkdt-s1 eval-adv-s1 eval-eps-q4 eval-eps-pkdt
        eval-eps-adv eval-div2k-q4 eval-div2k-pkdt eval-div2k-adv ablations tune jpeg figures)
 
@@ -67,6 +67,10 @@ run_step() {
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
+    clean-cheng-q4)  # the clean point of the Cheng codec as it stands (also while unfinished)
+      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p attack_iterations 0 \
+        --eval-only models/cpu/cheng-q4/model.pt --out results/cpu/cheng-q4/metrics_clean.json \
+        --name "pretrained Cheng (q4), step $(zcat models/cpu/cheng-q4/history.jsonl.gz | wc -l)" ;;
     teacher) train hyper-q4-teacher teacher params/cpu/hyper-q4/02_teacher.yaml ;;
     pkdt|adv|ma2023)
       local teacher=models/cpu/hyper-q4-teacher/model.pt
