@@ -276,7 +276,9 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
     return {"written": written, "notes": notes, "found": sorted(found)}
 
 
-INCLUDE = re.compile(r"(<!-- include: (\S+) -->\n)(.*?)(\n<!-- end -->)", re.S)
+# a block may be empty; its text never spans another block's start
+INCLUDE = re.compile(r"(<!-- include: (\S+) -->\n)((?:(?!<!-- include:).)*?)\n?(<!-- end -->)",
+                     re.S)
 
 
 def refresh_includes(readme) -> List[str]:
@@ -290,7 +292,7 @@ def refresh_includes(readme) -> List[str]:
         new = (readme.parent / m.group(2)).read_text().strip()
         if new != m.group(3).strip():
             changed.append(m.group(2))
-        return m.group(1) + new + m.group(4)
+        return m.group(1) + new + "\n" + m.group(4)
 
     out = INCLUDE.sub(fill, text)
     if out != text:

@@ -261,10 +261,12 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)
         if r is not None:
+            label = LABELS.get(key, key)
             if key not in found:
                 path = str(clean.relative_to(root))
+                label += f" (clean only: {r['name']})"
             m = margin_over_jpeg(r, found["jpeg"]) if "jpeg" in found else None
-            rows.append({"model": LABELS.get(key, key), "file": path,
+            rows.append({"model": label, "file": path,
                          "bpp": round(r["results"]["bpp"][0], 4),
                          "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
                          "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})

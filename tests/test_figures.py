@@ -111,6 +111,13 @@ def test_readme_include_blocks_are_refreshed(tmp_path):
     assert "| 2 |" in readme.read_text() and "| 1 |" not in readme.read_text()
     assert readme.read_text().startswith("x\n") and readme.read_text().endswith("<!-- end -->\ny\n")
     assert figures.refresh_includes(readme) == []
+    # a new, empty block is filled without swallowing the text up to a later block's end
+    readme.write_text("x\n<!-- include: t.md -->\n<!-- end -->\nkeep me\n"
+                      "<!-- include: t.md -->\n| a |\n<!-- end -->\n")
+    assert figures.refresh_includes(readme) == ["t.md", "t.md"]
+    assert readme.read_text() == ("x\n<!-- include: t.md -->\n| a |\n|---|\n| 2 |\n<!-- end -->\n"
+                                  "keep me\n<!-- include: t.md -->\n| a |\n|---|\n| 2 |\n"
+                                  "<!-- end -->\n")
 
 
 def test_tuning_table_is_per_image_differences_to_best(tmp_path):

@@ -41,7 +41,8 @@ def test_readme_table_matches_results(args, table, capsys, monkeypatch):
     assert printed.strip() == table.strip(), f"README block differs from:\n{printed}"
 
 
-INCLUDE = re.compile(r"<!-- include: (\S+) -->\n(.*?)\n<!-- end -->", re.S)
+INCLUDE = re.compile(r"<!-- include: (\S+) -->\n((?:(?!<!-- include:).)*?)\n?<!-- end -->",
+                     re.S)
 
 
 def _includes():
