@@ -262,8 +262,7 @@ def find_test_set(name: str = "kodak",
         return paths, (f"scikit-image sample photos ({len(paths)} images: "
                        f"{', '.join(p.stem for p in paths)})")
     if key == "val":
-        paths, desc = find_train_set(data_root, split="val")
-        return paths, desc
+        return find_train_set(data_root, split="val")
     root = existing_data_root(data_root)
     if key == "kodak":
         folder = root / "kodak"
