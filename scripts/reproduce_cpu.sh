@@ -60,6 +60,15 @@ evaluate() {
     --out "$out" --name "$label" --adversarial "runs/cpu/$name/adv_p2.pt"
 }
 
+# variants_done PARAMS: every variant of a notebook-04 params file has its results_dir file
+# (their models are not committed, so a fresh clone would otherwise train them all again).
+variants_done() {
+  local dir vs v
+  dir=$(sed -n 's/^results_dir: *//p' "$1"); vs=$(sed -n 's/^variants: *//p' "$1")
+  for v in ${vs//,/ }; do [ -f "$dir/$v/metrics.json" ] || return 1; done
+  echo "== $dir: every variant of $1 has its results"
+}
+
 run_step() {
   case $1 in
     q4) train hyper-q4 pretrain params/cpu/01_pretrain_hyper-q4.yaml ;;
@@ -104,13 +113,16 @@ run_step() {
         -p eval_limit 0 --eval-only "models/cpu/$name/model.pt" --out "$out" \
         --name "$name DIV2K" ;;
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
+      variants_done params/cpu/hyper-q4/04_ablations.yaml && return
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
         -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;
     tune)  # alpha, beta and Stage II length on the validation split (params/cpu/hyper-q4/04_tune.yaml)
-      $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
-        -p progress false -p train_split train -p run_dir runs/cpu/hyper-q4-tune/teacher --no-eval
-      .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_tune.ipynb \
-        -f params/cpu/hyper-q4/04_tune.yaml -p threads "$T"
+      if ! variants_done params/cpu/hyper-q4/04_tune.yaml; then
+        $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
+          -p progress false -p train_split train -p run_dir runs/cpu/hyper-q4-tune/teacher --no-eval
+        .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_tune.ipynb \
+          -f params/cpu/hyper-q4/04_tune.yaml -p threads "$T"
+      fi
       local out=results/cpu/hyper-q4-tune/pretrained/metrics.json  # the reference row
       [ -f "$out" ] || $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set val \
         -p eval_limit 0 -p eval_crop 192 -p eval_worst_case "" --eval-only \
