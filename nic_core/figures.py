@@ -23,14 +23,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
-from .tables import (BLOCKS, LABELS, PAPER_TABLE1, PAPER_TABLE2, PRETRAINED, RUNS,  # noqa: E402
-                     TABLE1_ROWS, TABLE2_ROWS, _cell, codecs, flat_markdown, load, markdown,
+from .tables import (BLOCKS, LABELS, OTHER_RATES, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
+                     PRETRAINED, RUNS, TABLE1_AT, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs, flat_markdown, load, markdown,
                      _damage, matched_rate, seeds, table, tuning, verdicts)
 
 REPO = Path(__file__).resolve().parents[1]
 # one colour per method in every figure
 PALETTE = {"pretrained": "#4c72b0", "teacher": "#8172b3", "pkdt": "#c44e52", "adv": "#55a868",
-           "ma2023": "#dd8452", "jpeg": "#7f7f7f", "abl": "#937860"}
+           "ma2023": "#dd8452", "jpeg": "#7f7f7f", "abl": "#937860", "cheng": "#da8bc3"}
 
 
 
@@ -64,17 +64,21 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
     per image), pretrained curve vs ours, JPEG and the paper's points (hollow). Means over the
     images; the spread of differences is in the tables (``DAMAGE``) and :func:`fig_summary`."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=False)
-    curves = [("pretrained", PRETRAINED, "o-"), ("teacher", ("teacher",), "D"),
-              ("adv", ("adv", "adv-s1"), "^"), ("ma2023", ("ma2023",), "v"),
-              ("pkdt", ("pkdt", "pkdt-s1"), "s")]  # both training seeds where run
+    # (colour, keys, style, label): one curve per method over the rate points where it ran,
+    # the second training seed as hollow markers, the Cheng codec as its own point
+    curves = [("pretrained", PRETRAINED, "o-", LABELS["pretrained-q4"])]
+    for m, style in (("teacher", "D--"), ("adv", "^--"), ("ma2023", "v--"), ("pkdt", "s-")):
+        curves.append((m, (f"{m}-q2", m, f"{m}-q6"), style, LABELS[m]))
+    curves += [(m, (f"{m}-s1",), style, LABELS[f"{m}-s1"]) for m, style in (("adv", "^"),
+                                                                            ("pkdt", "s"))]
+    curves.append(("cheng", ("cheng-q4",), "P", LABELS["cheng-q4"]))
     for ax, (label, kind) in zip(axes, BLOCKS):
-        for name, keys, style in curves:
+        for name, keys, style, text in curves:
             pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour(name),
-                        ms=5, lw=1.2,
-                        label=LABELS.get(keys[0] if name != "pretrained" else "pretrained-q4")
-                        + (" (both seeds)" if len(pts) > 1 and name != "pretrained" else ""))
+                        ms=5, lw=1.2, label=text,
+                        mfc="none" if keys[0].endswith("-s1") else None)
         if kind is None and "jpeg" in found:  # JPEG over the learned codecs' rate range
             top = 1.3 * max([p[0] for p in _points(found, RUNS, None)] or [1.0])
             j = [(b, p) for b, p in zip(found["jpeg"]["results"]["bpp"],
@@ -243,6 +247,7 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
     out, tdir = Path(root) / out_dir, Path(root) / tables_dir
     written: List[Path] = []
     for name, rows, paper in (("table1", TABLE1_ROWS, PAPER_TABLE1),
+                              *((f"table1_{q}", TABLE1_AT[q], {}) for q in OTHER_RATES),
                               ("table2", TABLE2_ROWS, PAPER_TABLE2)):
         df = table(found, rows, paper)
         tdir.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,16 @@ RUNS: Dict[str, Tuple[str, str]] = {
     **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
        for v in ("no-smooth", "no-dydx", "no-dbpp")},
 }
+# Table 1 at the other rate points: Stage I / II from that rate point's own pretrained codec
+# (same settings as at q4); keys "teacher-q2", "pkdt-q6", ...
+OTHER_RATES = {"q2": "0.0035", "q6": "0.0483"}  # rate point: lmbda
+METHODS = ("teacher", "pkdt", "adv", "ma2023")
+RUNS.update({f"{m}-{q}": (f"results/cpu/hyper-{q}-{m}/metrics_p2.json",
+                          f"{REPRO} {m}-{q} eval-{m}-{q}")
+             for q in OTHER_RATES for m in METHODS})
 PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6")  # the R-D curve
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
+TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
           "pretrained-q6": "pretrained (lmbda 0.0483)",
@@ -64,6 +72,8 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
           "adv-eps1e-3": "adversarial training, eps 1e-3", "adv-div2k": "adversarial training, DIV2K",
           "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
+LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.items()
+               for m in METHODS})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
 # attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).
 PAPER_TABLE1 = {
@@ -216,6 +226,16 @@ CLAIMS = (
     ("its dbpp_main/dx term helps (Table 2)", "bpp", "abl-no-dbpp", "pkdt",
      100 * ((0.6953 - 0.4323) / 0.4323 - (0.7083 - 0.4332) / 0.4332), None),
 )
+# the same comparisons at the other rate points (the paper reports them only in Fig. 3)
+CLAIMS += tuple((f"{claim} at lmbda {lm}", side, f"{a}-{q}", f"{b}-{q}", None, None)
+                for q, lm in OTHER_RATES.items()
+                for claim, a, b in (
+                    ("Stage I (teacher) is more robust than the pretrained codec", "pretrained",
+                     "teacher"),
+                    ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
+                    ("ours (PKDT) is more robust than the pretrained codec", "pretrained", "pkdt"),
+                    ("ours is more robust than plain adversarial training", "adv", "pkdt"))
+                for side in ("psnr", "bpp"))
 
 
 def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
@@ -256,7 +276,8 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
     the JPEG curve of the same images); a codec not yet attacked is shown from its clean-only
     results (``metrics_clean.json`` beside, when present)."""
     rows = []
-    for key in (*PRETRAINED, "cheng-q4", "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1"):
+    for key in (*PRETRAINED, "cheng-q4", "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1",
+                *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:])):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)
@@ -336,7 +357,7 @@ def _curve_at(found, image: str, rate: float, kind: Optional[str], what: str) ->
 
 
 MATCHED = ("teacher", "pkdt", "pkdt-s1", "adv", "adv-s1", "ma2023", "abl-no-smooth", "abl-no-dydx",
-           "abl-no-dbpp")
+           "abl-no-dbpp", *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]))
 
 
 def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:

@@ -142,3 +142,19 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
     assert df.loc["best, beta=0.001", "vs best: clean PSNR (dB)"] == "+0.00 [+0.00, +0.00]"
     assert df.loc["best, beta=0.001", "vs best: clean rate (%)"] == "+0.00 [+0.00, +0.00]"
     assert figures.tuning(tmp_path / "none").empty
+
+
+def test_every_results_file_names_a_step_of_the_reproduction_script():
+    """RUNS' commands name steps that scripts/reproduce_cpu.sh runs by default (a typo there
+    would send a reader to a step that does not exist)."""
+    import re
+    script = (ROOT / "scripts" / "reproduce_cpu.sh").read_text()
+    steps = set(re.search(r"STEPS=\((.*?)\)", script, re.S).group(1).split())
+    assert {"teacher-q2", "eval-pkdt-q6", "eval-ma2023-q2", "cheng-q4"} <= steps
+    for key, (_, cmd) in figures.RUNS.items():
+        prog, *named = cmd.split()
+        assert prog == tables.REPRO and named, key
+        assert set(named) <= steps, (key, set(named) - steps)
+    rows = figures.TABLE1_AT["q2"]
+    assert rows[0] == "pretrained-q2" and all(k in figures.RUNS for k in rows)
+    assert figures.LABELS["pkdt-q6"] == "Ours (PKDT), lmbda 0.0483"
