@@ -52,7 +52,7 @@ def clean_only(found: Dict[str, Dict[str, Any]], root=".") -> Dict[str, Dict[str
     """Codecs not attacked yet but measured clean (``metrics_clean.json`` beside their
     protocol-2 file): their clean point still belongs in the clean R-D panel."""
     out = {}
-    for key in PRETRAINED:
+    for key in (*PRETRAINED, "cheng-q4"):
         p = Path(root) / RUNS[key][0].replace("metrics_p2.json", "metrics_clean.json")
         if key not in found and p.is_file():
             out[key] = load_results(p)
