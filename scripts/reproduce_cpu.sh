@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The CPU reproduction (issue 9): strong codecs at three rate points, Stage I and Stage II at
-# the middle one, protocol-2 evaluation of every model, the JPEG curve, then the figures.
+# The CPU reproduction (issue 9): strong codecs at four rate points and a Cheng point, Stage I
+# and Stage II (and its baselines) at q4 and again at q2 and q6, protocol-2 evaluation of every
+# model, the JPEG curve, then the figures.
 #
 #   scripts/reproduce_cpu.sh            # every step, in order (make reproduce-cpu)
 #   scripts/reproduce_cpu.sh STEP ...   # only these steps (see STEPS below)
 #
 # Resumable and idempotent: a step whose committed output exists is skipped (a model is done
-# when models/cpu/NAME has model.pt and no resume.pt; an evaluation when its results file
-# exists); an interrupted training (SIGTERM, Ctrl-C) is packed with its resume state and
-# continues on the next call, also on a fresh clone. Run two invocations with different STEPs
+# when models/cpu/NAME has model.pt and no resume.pt, or, for the baselines at q2 / q6 whose
+# weights are not committed to keep models/ near 100 MB, when its results file exists and
+# RETRAIN is unset; an evaluation when its results file exists); an interrupted training
+# (SIGTERM, Ctrl-C) is packed with its resume state and continues on the next call, also on a
+# fresh clone. Run two invocations with different STEPs
 # side by side to use two cores (THREADS=1 each, the default).
 #
 # Time on one core of the 2-core machine: hyper-q4 from scratch ~2.5 h, hyper-q2 / hyper-q6 /
@@ -36,6 +39,9 @@ is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" 
 train() {
   local name=$1 stage=$2 params=$3; shift 3
   if is_done "$name"; then echo "== $name: done (models/cpu/$name)"; return; fi
+  if [ ! -d "models/cpu/$name" ] && [ -f "results/cpu/$name/metrics_p2.json" ] && [ -z "${RETRAIN:-}" ]; then
+    echo "== $name: its results are committed, its model is not (RETRAIN=1 trains it)"; return
+  fi
   local run=runs/cpu/$name
   if [ -f "models/cpu/$name/resume.pt" ]; then
     $PY -m nic_core.checkpoints unpack "models/cpu/$name" "$run" || true  # keeps a newer one
