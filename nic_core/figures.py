@@ -71,7 +71,8 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
         curves.append((m, (f"{m}-q2", m, f"{m}-q6"), style, LABELS[m]))
     curves += [(m, (f"{m}-s1",), style, LABELS[f"{m}-s1"]) for m, style in (("adv", "^"),
                                                                             ("pkdt", "s"))]
-    curves.append(("cheng", ("cheng-q4",), "P", LABELS["cheng-q4"]))
+    curves += [("cheng", (k,), style, LABELS[k]) for k, style in (
+        ("cheng-q4", "P"), ("teacher-cheng", "d"), ("pkdt-cheng", "X"))]
     for ax, (label, kind) in zip(axes, BLOCKS):
         for name, keys, style, text in curves:
             pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)

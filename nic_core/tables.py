@@ -55,6 +55,9 @@ METHODS = ("teacher", "pkdt", "adv", "ma2023")
 RUNS.update({f"{m}-{q}": (f"results/cpu/hyper-{q}-{m}/metrics_p2.json",
                           f"{REPRO} {m}-{q} eval-{m}-{q}")
              for q in OTHER_RATES for m in METHODS})
+# Stage I / II on the Cheng codec (the paper's Fig. 3: "more pronounced" on Cheng than on Hyper)
+RUNS.update({f"{m}-cheng": (f"results/cpu/cheng-q4-{m}/metrics_p2.json",
+                            f"{REPRO} {m}-cheng eval-{m}-cheng") for m in ("teacher", "pkdt")})
 PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6")  # the R-D curve
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
@@ -74,6 +77,7 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
 LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.items()
                for m in METHODS})
+LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in ("teacher", "pkdt")})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
 # attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).
 PAPER_TABLE1 = {
@@ -226,6 +230,13 @@ CLAIMS = (
     ("its dbpp_main/dx term helps (Table 2)", "bpp", "abl-no-dbpp", "pkdt",
      100 * ((0.6953 - 0.4323) / 0.4323 - (0.7083 - 0.4332) / 0.4332), None),
 )
+# the Cheng codec (Fig. 3): damaged, and what Stage I / II do to it
+CLAIMS += tuple((claim, side, a, b, None, None) for claim, a, b in (
+    ("the attacks damage the pretrained Cheng codec (Fig. 3)", None, "cheng-q4"),
+    ("Stage I (teacher) is more robust than the pretrained codec, Cheng", "cheng-q4",
+     "teacher-cheng"),
+    ("ours (PKDT) is more robust than the pretrained codec, Cheng (Fig. 3)", "cheng-q4",
+     "pkdt-cheng")) for side in ("psnr", "bpp"))
 # the same comparisons at the other rate points (the paper reports them only in Fig. 3)
 CLAIMS += tuple((f"{claim} at lmbda {lm}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                 for q, lm in OTHER_RATES.items()

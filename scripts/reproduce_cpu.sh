@@ -31,6 +31,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-adv eval-div2k-q4 eval-div2k-pkdt eval-div2k-adv ablations tune
        teacher-q2 pkdt-q2 eval-teacher-q2 eval-pkdt-q2 teacher-q6 pkdt-q6 eval-teacher-q6 eval-pkdt-q6
        adv-q2 eval-adv-q2 adv-q6 eval-adv-q6 ma2023-q2 eval-ma2023-q2 ma2023-q6 eval-ma2023-q6
+       teacher-cheng pkdt-cheng eval-teacher-cheng eval-pkdt-cheng
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -78,11 +79,16 @@ variants_done() {
   echo "== $dir: every variant of $1 has its results"
 }
 
-# rate_point Q: the overrides that move the hyper-q4 Stage I / II params files to hyper-Q
-# (its lmbda and pretrained codec; every other setting as at q4, as in the paper).
+# codec C: the pretrained codec a Stage I / II step starts from (q2, q6: Hyper; cheng: Cheng).
+codec() { if [ "$1" = cheng ]; then echo cheng-q4; else echo "hyper-$1"; fi; }
+
+# rate_point C: the overrides that move the hyper-q4 Stage I / II params files to codec C (its
+# lmbda and pretrained model; every other setting as at q4, as in the paper).
 rate_point() {
-  echo "-p lmbda $(sed -n 's/^lmbda: *//p' "params/cpu/01_pretrain_hyper-$1.yaml")" \
-       "-p pretrained models/cpu/hyper-$1/model.pt"
+  local c; c=$(codec "$1")
+  echo "-p lmbda $(sed -n 's/^lmbda: *//p' "params/cpu/01_pretrain_$c.yaml")" \
+       "-p pretrained models/cpu/$c/model.pt"
+  if [ "$1" = cheng ]; then echo "-p model cheng2020-anchor -p N 48"; fi  # (labels the run)
 }
 
 run_step() {
@@ -104,20 +110,20 @@ run_step() {
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "${1%-s1}" \
         -p teacher "$teacher" -p seed 1 ;;
-    teacher-q2|teacher-q6)  # Table 1 at the other rate points: Stage I ...
+    teacher-q2|teacher-q6|teacher-cheng)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
-      train "hyper-$q-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q2|adv-q2|ma2023-q2|pkdt-q6|adv-q6|ma2023-q6)  # ... and Stage II from its own teacher
-      local m=${1%-q*} q=${1##*-}
+      train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
+    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng)  # ... and Stage II from its own teacher
+      local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
-      train "hyper-$q-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
-        -p teacher "models/cpu/hyper-$q-teacher/model.pt" $(rate_point "$q") ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26])
-      local m=${1#eval-}; m=${m%-q*}; local q=${1##*-}
+      train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
+        -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") ;;
+    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng)
+      local m=${1#eval-}; m=${m%-*}; local q=${1##*-}
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
                       [adv]="adversarial training" [ma2023]="Ma2023")
-      evaluate "hyper-$q-$m" "${label[$m]} ($q)" ;;
+      evaluate "$(codec "$q")-$m" "${label[$m]} ($q)" ;;
     eval-q4) evaluate hyper-q4 "pretrained (q4)" ;;
     eval-q2) evaluate hyper-q2 "pretrained (q2)" ;;
     eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
