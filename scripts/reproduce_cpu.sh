@@ -19,7 +19,9 @@
 # ~10 min, each Stage II run ~17 min (five: pkdt, adv, ma2023 and the seed-1 runs), each
 # protocol-2 evaluation ~15 min (twelve; Cheng's ~30), the ablations (three Stage II variants,
 # each evaluated) ~85 min, the tuning (a teacher and five variants on the validation split)
-# ~1.6 h: about 15 core-hours, ~7.5 h on two cores.
+# ~1.6 h, Stage I / II and the baselines at q2 and q6 ~1.2 h per rate point (teacher 6 min,
+# each Stage II run 8-10, each evaluation 6-15), Stage I / II on Cheng ~1.3 h (teacher ~20 min,
+# Stage II ~25, evaluations ~15 each): about 19 core-hours, ~9.5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
