@@ -216,6 +216,8 @@ CLAIMS = (
      "adv-div2k", "pkdt-div2k", None, None),
     ("ours is more robust than Ma2023 under the Ma2023 attack (Fig. 5)", "psnr", "ma2023",
      "pkdt", None, "ma2023@noise"),
+    ("ours is more robust than Ma2023 (Fig. 1)", "psnr", "ma2023", "pkdt", None, None),
+    ("ours is more robust than Ma2023 (Fig. 1)", "bpp", "ma2023", "pkdt", None, None),
     # Table 2: the full Stage II ("best") against each variant
     ("smooth_loss makes Stage II more robust (Table 2)", "psnr", "abl-no-smooth", "pkdt",
      (28.6556 - 32.0802) - (28.4497 - 32.1936), None),
@@ -245,7 +247,8 @@ CLAIMS += tuple((f"{claim} at lmbda {lm}", side, f"{a}-{q}", f"{b}-{q}", None, N
                      "teacher"),
                     ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
                     ("ours (PKDT) is more robust than the pretrained codec", "pretrained", "pkdt"),
-                    ("ours is more robust than plain adversarial training", "adv", "pkdt"))
+                    ("ours is more robust than plain adversarial training", "adv", "pkdt"),
+                    ("ours is more robust than Ma2023 (Fig. 1)", "ma2023", "pkdt"))
                 for side in ("psnr", "bpp"))
 
 
