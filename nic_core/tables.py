@@ -237,6 +237,7 @@ CLAIMS += tuple((claim, side, a, b, None, None) for claim, a, b in (
     ("the attacks damage the pretrained Cheng codec (Fig. 3)", None, "cheng-q4"),
     ("Stage I (teacher) is more robust than the pretrained codec, Cheng", "cheng-q4",
      "teacher-cheng"),
+    ("Stage II (ours) is more robust than Stage I alone, Cheng", "teacher-cheng", "pkdt-cheng"),
     ("ours (PKDT) is more robust than the pretrained codec, Cheng (Fig. 3)", "cheng-q4",
      "pkdt-cheng")) for side in ("psnr", "bpp"))
 # the same comparisons at the other rate points (the paper reports them only in Fig. 3)
