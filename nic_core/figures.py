@@ -24,8 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, OTHER_RATES, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
-                     PRETRAINED, RUNS, TABLE1_AT, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs, flat_markdown, load, markdown,
-                     _damage, matched_rate, seeds, table, tuning, verdicts)
+                     PRETRAINED, RUNS, TABLE1_AT, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs,
+                     flat_markdown, load, markdown, _damage, matched_rate, seeds, table, tuning,
+                     verdicts)
 
 REPO = Path(__file__).resolve().parents[1]
 # one colour per method in every figure
