@@ -41,12 +41,11 @@ def test_readme_table_matches_results(args, table, capsys, monkeypatch):
     assert printed.strip() == table.strip(), f"README block differs from:\n{printed}"
 
 
-INCLUDE = re.compile(r"<!-- include: (\S+) -->\n((?:(?!<!-- include:).)*?)\n?<!-- end -->",
-                     re.S)
-
-
 def _includes():
-    return INCLUDE.findall((ROOT / "README.md").read_text())
+    """(path, block) per include block, found by the pattern make figures fills them with."""
+    from nic_core import figures
+    return [(m.group(2), m.group(3))
+            for m in figures.INCLUDE.finditer((ROOT / "README.md").read_text())]
 
 
 @pytest.mark.parametrize("path, block", _includes(), ids=[p for p, _ in _includes()])
