@@ -34,6 +34,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        teacher-q2 pkdt-q2 eval-teacher-q2 eval-pkdt-q2 teacher-q6 pkdt-q6 eval-teacher-q6 eval-pkdt-q6
        adv-q2 eval-adv-q2 adv-q6 eval-adv-q6 ma2023-q2 eval-ma2023-q2 ma2023-q6 eval-ma2023-q6
        teacher-cheng pkdt-cheng eval-teacher-cheng eval-pkdt-cheng
+       adv-cheng eval-adv-cheng ma2023-cheng eval-ma2023-cheng ma2023-s1 eval-ma2023-s1
+       eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -108,7 +110,7 @@ run_step() {
     pkdt|adv|ma2023)
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$1" -p teacher "$teacher" ;;
-    pkdt-s1|adv-s1)  # a second training seed of the Stage II methods (seed 1; the first is 0)
+    pkdt-s1|adv-s1|ma2023-s1)  # a second training seed of the Stage II methods (seed 1; the first is 0)
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "${1%-s1}" \
         -p teacher "$teacher" -p seed 1 ;;
@@ -116,12 +118,12 @@ run_step() {
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
       train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng)  # ... and Stage II from its own teacher
+    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng)  # ... and Stage II from its own teacher
       local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng)
+    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-}
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
                       [adv]="adversarial training" [ma2023]="Ma2023")
@@ -137,13 +139,14 @@ run_step() {
     eval-cheng-q4) evaluate cheng-q4 "pretrained Cheng (q4)" ;;
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
-    eval-eps-q4|eval-eps-pkdt|eval-eps-adv)  # Fig. 4: the paper's larger budget, eps = 1e-3
+    eval-ma2023-s1) evaluate hyper-q4-ma2023-s1 "Ma2023, seed 1" ;;
+    eval-eps-q4|eval-eps-pkdt|eval-eps-adv|eval-eps-teacher|eval-eps-ma2023)  # Fig. 4: the paper's larger budget, eps = 1e-3
       local name=hyper-q4; [ "$1" != eval-eps-q4 ] && name=hyper-q4-${1#eval-eps-}
       local out=results/cpu/$name/metrics_p2_eps1e-3.json
       if [ -f "$out" ]; then echo "== $out: exists"; return; fi
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eps 0.001 --eval-only \
         "models/cpu/$name/model.pt" --out "$out" --name "$name eps 1e-3" ;;
-    eval-div2k-q4|eval-div2k-pkdt|eval-div2k-adv)  # the DIV2K validation images at hand
+    eval-div2k-q4|eval-div2k-pkdt|eval-div2k-adv|eval-div2k-teacher|eval-div2k-ma2023)  # the DIV2K validation images at hand
       local name=hyper-q4; [ "$1" != eval-div2k-q4 ] && name=hyper-q4-${1#eval-div2k-}
       local out=results/cpu/$name/metrics_p2_div2k.json
       if [ -f "$out" ]; then echo "== $out: exists"; return; fi
