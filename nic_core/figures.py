@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
-from .tables import (BLOCKS, LABELS, OTHER_RATES, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
+from .tables import (BLOCKS, LABELS, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PRETRAINED, RUNS, TABLE1_AT, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs,
                      flat_markdown, load, markdown, _damage, matched_rate, seeds, table, tuning,
                      verdicts)
@@ -53,9 +53,9 @@ def clean_only(found: Dict[str, Dict[str, Any]], root=".") -> Dict[str, Dict[str
     """Codecs not attacked yet but measured clean (``metrics_clean.json`` beside their
     protocol-2 file): their clean point still belongs in the clean R-D panel."""
     out = {}
-    for key in (*PRETRAINED, "cheng-q4"):
-        p = Path(root) / RUNS[key][0].replace("metrics_p2.json", "metrics_clean.json")
-        if key not in found and p.is_file():
+    for key, (path, _) in RUNS.items():
+        p = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
+        if key not in found and path.endswith("metrics_p2.json") and p.is_file():
             out[key] = load_results(p)
     return out
 
@@ -70,10 +70,10 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
     curves = [("pretrained", PRETRAINED, "o-", LABELS["pretrained-q4"])]
     for m, style in (("teacher", "D--"), ("adv", "^--"), ("ma2023", "v--"), ("pkdt", "s-")):
         curves.append((m, (f"{m}-q2", m, f"{m}-q6"), style, LABELS[m]))
-    curves += [(m, (f"{m}-s1",), style, LABELS[f"{m}-s1"]) for m, style in (("adv", "^"),
-                                                                            ("pkdt", "s"))]
-    curves += [("cheng", (k,), style, LABELS[k]) for k, style in (
-        ("cheng-q4", "P"), ("teacher-cheng", "d"), ("pkdt-cheng", "X"))]
+    curves += [(m, (f"{m}-s1",), style, LABELS[f"{m}-s1"])
+               for m, style in (("adv", "^"), ("ma2023", "v"), ("pkdt", "s"))]
+    curves += [("cheng", (k,), style, LABELS[k]) for k, style in zip(
+        TABLE1_AT["cheng"], ("P", "d", "X", "<", ">"))]
     for ax, (label, kind) in zip(axes, BLOCKS):
         for name, keys, style, text in curves:
             pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)
@@ -124,16 +124,17 @@ def fig_ma2023(found: Dict[str, Dict[str, Any]]):
     return fig
 
 
-EPS_ROWS = (("pretrained-q4", "pkdt", "adv"), ("pretrained-q4-eps1e-3", "pkdt-eps1e-3", "adv-eps1e-3"))
-EPS_MODELS = (("pretrained", "pretrained (Hyper)"), ("pkdt", "Ours (PKDT)"),
-              ("adv", "adversarial training"))
+EPS_MODELS = (("pretrained", "pretrained (Hyper)"), ("teacher", "Stage I (teacher)"),
+              ("pkdt", "Ours (PKDT)"), ("adv", "adversarial training"), ("ma2023", "Ma2023"))
+EPS_ROWS = (("pretrained-q4", *(m for m, _ in EPS_MODELS[1:])),
+            ("pretrained-q4-eps1e-3", *(f"{m}-eps1e-3" for m, _ in EPS_MODELS[1:])))
 
 
 def fig_eps(found: Dict[str, Dict[str, Any]]):
     """Fig. 4 at CPU scale: the damage of the worst-case attacks at eps 5e-4 and 1e-3 (the
-    paper's two budgets), pretrained vs PKDT vs adversarial training; mean over the images,
-    standard-error bars."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    paper's two budgets), pretrained vs Stage I vs PKDT vs the two baselines; mean over the
+    images, standard-error bars."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
     for ax, side, unit in ((axes[0], "psnr", "PSNR change under the psnr attack (dB)"),
                            (axes[1], "bpp", "rate gain under the bpp attack (%)")):
         for j, (eps, keys) in enumerate(zip(("5e-4", "1e-3"), EPS_ROWS)):
@@ -249,7 +250,7 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
     out, tdir = Path(root) / out_dir, Path(root) / tables_dir
     written: List[Path] = []
     for name, rows, paper in (("table1", TABLE1_ROWS, PAPER_TABLE1),
-                              *((f"table1_{q}", TABLE1_AT[q], {}) for q in OTHER_RATES),
+                              *((f"table1_{q}", rows, {}) for q, rows in TABLE1_AT.items()),
                               ("table2", TABLE2_ROWS, PAPER_TABLE2)):
         df = table(found, rows, paper)
         tdir.mkdir(parents=True, exist_ok=True)

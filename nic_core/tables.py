@@ -34,6 +34,8 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "ma2023": ("results/cpu/hyper-q4-ma2023/metrics_p2.json", f"{REPRO} ma2023 eval-ma2023"),
     "pkdt-s1": ("results/cpu/hyper-q4-pkdt-s1/metrics_p2.json", f"{REPRO} pkdt-s1 eval-pkdt-s1"),
     "adv-s1": ("results/cpu/hyper-q4-adv-s1/metrics_p2.json", f"{REPRO} adv-s1 eval-adv-s1"),
+    "ma2023-s1": ("results/cpu/hyper-q4-ma2023-s1/metrics_p2.json",
+                  f"{REPRO} ma2023-s1 eval-ma2023-s1"),
     "jpeg": ("results/cpu/jpeg_kodak8.json", f"{REPRO} jpeg"),
     # Fig. 4: the paper's larger budget, eps = 1e-3
     "pretrained-q4-eps1e-3": ("results/cpu/hyper-q4/metrics_p2_eps1e-3.json",
@@ -43,8 +45,8 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "pretrained-q4-div2k": ("results/cpu/hyper-q4/metrics_p2_div2k.json",
                             f"{REPRO} eval-div2k-q4"),
     "pkdt-div2k": ("results/cpu/hyper-q4-pkdt/metrics_p2_div2k.json", f"{REPRO} eval-div2k-pkdt"),
-    "adv-eps1e-3": ("results/cpu/hyper-q4-adv/metrics_p2_eps1e-3.json", f"{REPRO} eval-eps-adv"),
-    "adv-div2k": ("results/cpu/hyper-q4-adv/metrics_p2_div2k.json", f"{REPRO} eval-div2k-adv"),
+    **{f"{m}-{s}": (f"results/cpu/hyper-q4-{m}/metrics_p2_{s}.json", f"{REPRO} eval-{step}-{m}")
+       for m in ("adv", "teacher", "ma2023") for s, step in (("eps1e-3", "eps"), ("div2k", "div2k"))},
     **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
        for v in ("no-smooth", "no-dydx", "no-dbpp")},
 }
@@ -57,10 +59,11 @@ RUNS.update({f"{m}-{q}": (f"results/cpu/hyper-{q}-{m}/metrics_p2.json",
              for q in OTHER_RATES for m in METHODS})
 # Stage I / II on the Cheng codec (the paper's Fig. 3: "more pronounced" on Cheng than on Hyper)
 RUNS.update({f"{m}-cheng": (f"results/cpu/cheng-q4-{m}/metrics_p2.json",
-                            f"{REPRO} {m}-cheng eval-{m}-cheng") for m in ("teacher", "pkdt")})
+                            f"{REPRO} {m}-cheng eval-{m}-cheng") for m in METHODS})
 PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6")  # the R-D curve
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
+TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 on Cheng
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
           "pretrained-q6": "pretrained (lmbda 0.0483)",
@@ -68,16 +71,17 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
           "cheng-q4": "pretrained Cheng anchor (N 48, lmbda 0.013)",
           "teacher": "Ours w/o Stage II (teacher)", "pkdt": "Ours (PKDT)",
           "adv": "adversarial training", "ma2023": "Ma2023", "pkdt-s1": "Ours (PKDT), seed 1",
-          "adv-s1": "adversarial training, seed 1",
+          "adv-s1": "adversarial training, seed 1", "ma2023-s1": "Ma2023, seed 1",
           "pretrained-q4-eps1e-3": "pretrained (Hyper), eps 1e-3",
           "pkdt-eps1e-3": "Ours (PKDT), eps 1e-3",
           "pretrained-q4-div2k": "pretrained (Hyper), DIV2K", "pkdt-div2k": "Ours (PKDT), DIV2K",
-          "adv-eps1e-3": "adversarial training, eps 1e-3", "adv-div2k": "adversarial training, DIV2K",
           "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
 LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.items()
                for m in METHODS})
-LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in ("teacher", "pkdt")})
+LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
+LABELS.update({f"{m}-{s}": f"{LABELS[m]}, {t}" for m in ("adv", "teacher", "ma2023")
+               for s, t in (("eps1e-3", "eps 1e-3"), ("div2k", "DIV2K"))})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
 # attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).
 PAPER_TABLE1 = {
@@ -232,14 +236,25 @@ CLAIMS = (
     ("its dbpp_main/dx term helps (Table 2)", "bpp", "abl-no-dbpp", "pkdt",
      100 * ((0.6953 - 0.4323) / 0.4323 - (0.7083 - 0.4332) / 0.4332), None),
 )
-# the Cheng codec (Fig. 3): damaged, and what Stage I / II do to it
+# the Cheng codec (Fig. 3): damaged, what Stage I / II do to it, ours against the baselines
 CLAIMS += tuple((claim, side, a, b, None, None) for claim, a, b in (
     ("the attacks damage the pretrained Cheng codec (Fig. 3)", None, "cheng-q4"),
     ("Stage I (teacher) is more robust than the pretrained codec, Cheng", "cheng-q4",
      "teacher-cheng"),
     ("Stage II (ours) is more robust than Stage I alone, Cheng", "teacher-cheng", "pkdt-cheng"),
     ("ours (PKDT) is more robust than the pretrained codec, Cheng (Fig. 3)", "cheng-q4",
-     "pkdt-cheng")) for side in ("psnr", "bpp"))
+     "pkdt-cheng"),
+    ("ours is more robust than plain adversarial training, Cheng", "adv-cheng", "pkdt-cheng"),
+    ("ours is more robust than Ma2023 (Fig. 1), Cheng", "ma2023-cheng", "pkdt-cheng"),
+    ("ours is more robust than Ma2023 (training seed 1 of both)", "ma2023-s1", "pkdt-s1"))
+    for side in ("psnr", "bpp"))
+# Stage II against Stage I and ours against Ma2023 at the larger budget and on DIV2K
+CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
+                for s, where in (("eps1e-3", "at eps 1e-3"), ("div2k", "on DIV2K (4 LR images)"))
+                for claim, a, b in (
+                    ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
+                    ("ours is more robust than Ma2023", "ma2023", "pkdt"))
+                for side in ("psnr", "bpp"))
 # the same comparisons at the other rate points (the paper reports them only in Fig. 3)
 CLAIMS += tuple((f"{claim} at lmbda {lm}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                 for q, lm in OTHER_RATES.items()
@@ -291,8 +306,8 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
     the JPEG curve of the same images); a codec not yet attacked is shown from its clean-only
     results (``metrics_clean.json`` beside, when present)."""
     rows = []
-    for key in (*PRETRAINED, "cheng-q4", "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1",
-                *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:])):
+    for key in (*PRETRAINED, "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1", "ma2023-s1",
+                *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]), *TABLE1_AT["cheng"]):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)
@@ -324,7 +339,10 @@ def flat_markdown(df: pd.DataFrame) -> str:
 SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
               ("adversarial training: seed 1 - seed 0", "adv", "adv-s1"),
               ("PKDT - adversarial training, seed 0", "adv", "pkdt"),
-              ("PKDT - adversarial training, seed 1", "adv-s1", "pkdt-s1"))
+              ("PKDT - adversarial training, seed 1", "adv-s1", "pkdt-s1"),
+              ("Ma2023: seed 1 - seed 0", "ma2023", "ma2023-s1"),
+              ("PKDT - Ma2023, seed 0", "ma2023", "pkdt"),
+              ("PKDT - Ma2023, seed 1", "ma2023-s1", "pkdt-s1"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
@@ -371,8 +389,8 @@ def _curve_at(found, image: str, rate: float, kind: Optional[str], what: str) ->
     return stats.interpolate_rd(pts, rate) if len(pts) >= 2 else None
 
 
-MATCHED = ("teacher", "pkdt", "pkdt-s1", "adv", "adv-s1", "ma2023", "abl-no-smooth", "abl-no-dydx",
-           "abl-no-dbpp", *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]))
+MATCHED = ("teacher", "pkdt", "pkdt-s1", "adv", "adv-s1", "ma2023", "ma2023-s1", "abl-no-smooth",
+           "abl-no-dydx", "abl-no-dbpp", *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]))
 
 
 def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
