@@ -36,6 +36,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        teacher-cheng pkdt-cheng eval-teacher-cheng eval-pkdt-cheng
        adv-cheng eval-adv-cheng ma2023-cheng eval-ma2023-cheng ma2023-s1 eval-ma2023-s1
        eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
+       eval-k24-q4 eval-k24-teacher eval-k24-pkdt
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -140,19 +141,20 @@ run_step() {
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
     eval-ma2023-s1) evaluate hyper-q4-ma2023-s1 "Ma2023, seed 1" ;;
-    eval-eps-q4|eval-eps-pkdt|eval-eps-adv|eval-eps-teacher|eval-eps-ma2023)  # Fig. 4: the paper's larger budget, eps = 1e-3
-      local name=hyper-q4; [ "$1" != eval-eps-q4 ] && name=hyper-q4-${1#eval-eps-}
-      local out=results/cpu/$name/metrics_p2_eps1e-3.json
+    eval-eps-*|eval-div2k-*|eval-k24-*)  # lmbda 0.013 at another budget or on other images:
+      # eps = 1e-3 (Fig. 4), the DIV2K validation images at hand, all 24 Kodak images (crops)
+      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-}
+      case $m in q4|teacher|pkdt|adv|ma2023) ;; *) echo "unknown step $1" >&2; exit 2 ;; esac
+      local name=hyper-q4; [ "$m" != q4 ] && name=hyper-q4-$m
+      local -A file=([eps]=eps1e-3 [div2k]=div2k [k24]=kodak24)
+      local -A what=([eps]="eps 1e-3" [div2k]=DIV2K [k24]="Kodak 24")
+      local -A over=([eps]="-p eps 0.001" [div2k]="-p eval_set div2k-valid -p eval_limit 0"
+                     [k24]="-p eval_limit 0")
+      local out=results/cpu/$name/metrics_p2_${file[$v]}.json
       if [ -f "$out" ]; then echo "== $out: exists"; return; fi
-      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eps 0.001 --eval-only \
-        "models/cpu/$name/model.pt" --out "$out" --name "$name eps 1e-3" ;;
-    eval-div2k-q4|eval-div2k-pkdt|eval-div2k-adv|eval-div2k-teacher|eval-div2k-ma2023)  # the DIV2K validation images at hand
-      local name=hyper-q4; [ "$1" != eval-div2k-q4 ] && name=hyper-q4-${1#eval-div2k-}
-      local out=results/cpu/$name/metrics_p2_div2k.json
-      if [ -f "$out" ]; then echo "== $out: exists"; return; fi
-      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set div2k-valid \
-        -p eval_limit 0 --eval-only "models/cpu/$name/model.pt" --out "$out" \
-        --name "$name DIV2K" ;;
+      # shellcheck disable=SC2086  # the overrides are meant to split
+      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
+        "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}" ;;
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       variants_done params/cpu/hyper-q4/04_ablations.yaml && return
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
