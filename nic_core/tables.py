@@ -60,6 +60,10 @@ RUNS.update({f"{m}-{q}": (f"results/cpu/hyper-{q}-{m}/metrics_p2.json",
 # Stage I / II on the Cheng codec (the paper's Fig. 3: "more pronounced" on Cheng than on Hyper)
 RUNS.update({f"{m}-cheng": (f"results/cpu/cheng-q4-{m}/metrics_p2.json",
                             f"{REPRO} {m}-cheng eval-{m}-cheng") for m in METHODS})
+# the paper's Table 1 rows on all 24 Kodak images (the tables above: the first 8), lmbda 0.013
+TABLE1_K24 = tuple(f"{k}-kodak24" for k in ("pretrained-q4", "teacher", "pkdt"))
+RUNS.update({k: (RUNS[k[:-8]][0].replace("metrics_p2", "metrics_p2_kodak24"),
+                 f"{REPRO} eval-k24-{k[:-8].replace('pretrained-', '')}") for k in TABLE1_K24})
 PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6")  # the R-D curve
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
@@ -82,6 +86,7 @@ LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.i
 LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
 LABELS.update({f"{m}-{s}": f"{LABELS[m]}, {t}" for m in ("adv", "teacher", "ma2023")
                for s, t in (("eps1e-3", "eps 1e-3"), ("div2k", "DIV2K"))})
+LABELS.update({k: f"{LABELS[k[:-8]]}, Kodak 24" for k in TABLE1_K24})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
 # attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).
 PAPER_TABLE1 = {
@@ -89,6 +94,7 @@ PAPER_TABLE1 = {
     "teacher": ((0.4322, 32.2592), (0.4309, 25.9039), (0.7225, 33.1432)),
     "pkdt": ((0.4323, 32.0802), (0.4286, 28.4039), (0.6822, 32.9933)),
 }
+PAPER_K24 = {f"{k}-kodak24": v for k, v in PAPER_TABLE1.items()}
 PAPER_TABLE2 = {
     "pkdt": ((0.4323, 32.0802), (0.4273, 28.6556), (0.6953, 33.0194)),
     "abl-no-smooth": ((0.4358, 32.1936), (0.4328, 28.4497), (0.7214, 33.0731)),
@@ -247,6 +253,13 @@ CLAIMS += tuple((claim, side, a, b, None, None) for claim, a, b in (
     ("ours is more robust than plain adversarial training, Cheng", "adv-cheng", "pkdt-cheng"),
     ("ours is more robust than Ma2023 (Fig. 1), Cheng", "ma2023-cheng", "pkdt-cheng"),
     ("ours is more robust than Ma2023 (training seed 1 of both)", "ma2023-s1", "pkdt-s1"))
+    for side in ("psnr", "bpp"))
+# Table 1's three claims again on all 24 Kodak images
+CLAIMS += tuple((f"{claim} (all 24 Kodak images)", side, f"{a}-kodak24", f"{b}-kodak24", None,
+                 None) for claim, a, b in (
+    ("Stage I (teacher) is more robust than the pretrained codec", "pretrained-q4", "teacher"),
+    ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
+    ("ours (PKDT) is more robust than the pretrained codec", "pretrained-q4", "pkdt"))
     for side in ("psnr", "bpp"))
 # Stage II against Stage I and ours against Ma2023 at the larger budget and on DIV2K
 CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
