@@ -36,7 +36,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        teacher-cheng pkdt-cheng eval-teacher-cheng eval-pkdt-cheng
        adv-cheng eval-adv-cheng ma2023-cheng eval-ma2023-cheng ma2023-s1 eval-ma2023-s1
        eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
-       eval-k24-q4 eval-k24-teacher eval-k24-pkdt
+       eval-k24-q4 eval-k24-teacher eval-k24-pkdt eval-k24-adv eval-k24-ma2023
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
