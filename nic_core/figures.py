@@ -60,10 +60,13 @@ def clean_only(found: Dict[str, Dict[str, Any]], root=".") -> Dict[str, Dict[str
     return out
 
 
-def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str, Any]]] = None):
+def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str, Any]]] = None,
+           paper: bool = True, title: Optional[str] = None):
     """Fig. 3 at CPU scale: R-D clean / under the psnr attack / under the bpp attack (worst case
-    per image), pretrained curve vs ours, JPEG and the paper's points (hollow). Means over the
-    images; the spread of differences is in the tables (``DAMAGE``) and :func:`fig_summary`."""
+    per image), pretrained curve vs ours, JPEG and (``paper``) the paper's points (hollow). Means
+    over the images; the spread of differences is in the tables (``DAMAGE``) and
+    :func:`fig_summary`. Another image set: pass its results under the Kodak keys
+    (:func:`on_images`)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=False)
     # (colour, keys, style, label): one curve per method over the rate points where it ran,
     # the second training seed as hollow markers, the Cheng codec as its own point
@@ -87,7 +90,7 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
                                         found["jpeg"]["results"]["psnr-rgb"]) if b <= top]
             ax.plot([b for b, _ in j], [p for _, p in j], ".:", color=colour("jpeg"),
                     label="JPEG (Pillow, 4:2:0)")
-        for key, vals in PAPER_TABLE1.items():
+        for key, vals in (PAPER_TABLE1 if paper else {}).items():
             b, p = vals[[k for _, k in BLOCKS].index(kind)]
             base = "pretrained" if key.startswith("pretrained") else key
             ax.plot([b], [p], "o", mfc="none", color=colour(base), ms=8,
@@ -98,8 +101,16 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
+
+
+def on_images(found: Dict[str, Dict[str, Any]], suffix: str) -> Dict[str, Dict[str, Any]]:
+    """The results on another image set (keys ending in ``suffix``, e.g. ``"-div2k"``) under the
+    Kodak keys, so that :func:`fig_rd` draws them the same way."""
+    return {k[:-len(suffix)]: v for k, v in found.items() if k.endswith(suffix)}
 
 
 def fig_ma2023(found: Dict[str, Dict[str, Any]]):
@@ -268,6 +279,12 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += save(fig_summary(found), out, "fig1_summary_cpu")
     else:
         notes.append("fig3_rd_cpu, fig1_summary_cpu: no Table 1 results yet")
+    div2k = on_images(found, "-div2k")
+    if sum(k in div2k for k in PRETRAINED) >= 2:  # an R-D curve, not a point
+        written += save(fig_rd(div2k, paper=False, title="the DIV2K validation images at hand "
+                               "(4 LR x4 images, 256x256 crops)"), out, "fig3_rd_div2k_cpu")
+    else:
+        notes.append("fig3_rd_div2k_cpu: fewer than two pretrained rate points on DIV2K")
     if visual is not None:
         fig, note = fig_visual(root, **visual)
         notes.append(note)

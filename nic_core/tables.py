@@ -45,6 +45,9 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "pretrained-q4-div2k": ("results/cpu/hyper-q4/metrics_p2_div2k.json",
                             f"{REPRO} eval-div2k-q4"),
     "pkdt-div2k": ("results/cpu/hyper-q4-pkdt/metrics_p2_div2k.json", f"{REPRO} eval-div2k-pkdt"),
+    **{f"pretrained-{q}-div2k": (f"results/cpu/hyper-{q}/metrics_p2_div2k.json",
+                                 f"{REPRO} eval-div2k-{q}") for q in ("q1", "q2", "q6")},
+    "jpeg-div2k": ("results/cpu/jpeg_div2k.json", f"{REPRO} jpeg-div2k"),
     **{f"{m}-{s}": (f"results/cpu/hyper-q4-{m}/metrics_p2_{s}.json", f"{REPRO} eval-{step}-{m}")
        for m in ("adv", "teacher", "ma2023") for s, step in (("eps1e-3", "eps"), ("div2k", "div2k"))},
     **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
@@ -86,6 +89,8 @@ LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.i
 LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
 LABELS.update({f"{m}-{s}": f"{LABELS[m]}, {t}" for m in ("adv", "teacher", "ma2023")
                for s, t in (("eps1e-3", "eps 1e-3"), ("div2k", "DIV2K"))})
+LABELS.update({f"{k}-div2k": f"{LABELS[k]}, DIV2K" for k in ("pretrained-q1", "pretrained-q2",
+                                                              "pretrained-q6")})
 LABELS.update({k: f"{LABELS[k[:-8]]}, Kodak 24" for k in TABLE1_K24})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
 # attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).

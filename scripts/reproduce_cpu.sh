@@ -37,6 +37,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        adv-cheng eval-adv-cheng ma2023-cheng eval-ma2023-cheng ma2023-s1 eval-ma2023-s1
        eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
        eval-k24-q4 eval-k24-teacher eval-k24-pkdt eval-k24-adv eval-k24-ma2023
+       eval-div2k-q1 eval-div2k-q2 eval-div2k-q6 jpeg-div2k
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -141,11 +142,15 @@ run_step() {
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
     eval-ma2023-s1) evaluate hyper-q4-ma2023-s1 "Ma2023, seed 1" ;;
-    eval-eps-*|eval-div2k-*|eval-k24-*)  # lmbda 0.013 at another budget or on other images:
-      # eps = 1e-3 (Fig. 4), the DIV2K validation images at hand, all 24 Kodak images (crops)
-      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-}
-      case $m in q4|teacher|pkdt|adv|ma2023) ;; *) echo "unknown step $1" >&2; exit 2 ;; esac
-      local name=hyper-q4; [ "$m" != q4 ] && name=hyper-q4-$m
+    eval-eps-*|eval-div2k-*|eval-k24-*)  # another budget or other images: eps = 1e-3 (Fig. 4),
+      # the DIV2K validation images at hand, all 24 Kodak images (crops); Hyper codecs (q1-q6)
+      # and the lmbda 0.013 Stage I / II models
+      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name
+      case $m in
+        q[1246]) name=hyper-$m ;;
+        teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
+        *) echo "unknown step $1" >&2; exit 2 ;;
+      esac
       local -A file=([eps]=eps1e-3 [div2k]=div2k [k24]=kodak24)
       local -A what=([eps]="eps 1e-3" [div2k]=DIV2K [k24]="Kodak 24")
       local -A over=([eps]="-p eps 0.001" [div2k]="-p eval_set div2k-valid -p eval_limit 0"
@@ -172,6 +177,8 @@ run_step() {
         models/cpu/hyper-q4/model.pt --out "$out" --name "pretrained (q4)" ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
+    jpeg-div2k) $PY -m nic_core.jpeg -f "$EVAL" -p eval_set div2k-valid -p eval_limit 0 \
+                  --out results/cpu/jpeg_div2k.json ;;
     figures) make figures ;;
     *) echo "unknown step $1; steps: ${STEPS[*]}" >&2; exit 2 ;;
   esac
