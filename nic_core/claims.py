@@ -1,0 +1,146 @@
+"""The paper's claims, one by one, read off the committed results (``make figures``).
+
+Each claim of Cao et al., "Enhancing Adversarial Training with Prior Knowledge Distillation for
+Robust Image Compression" (arXiv 2403.06700), is a paired difference over the images of the
+damage two models take (:data:`CLAIMS`); :func:`verdicts` gives it a 95 % bootstrap interval and
+a verdict. The models are the keys of :data:`nic_core.tables.RUNS`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pandas as pd
+
+from . import stats
+from .tables import OTHER_RATES, _damage
+
+# The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
+# attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
+# than a" means a smaller loss / gain. The paper's numbers from Table 1 (and Fig. 5, no number).
+CLAIMS = (
+    ("the psnr attack damages the pretrained codec", "psnr", None, "pretrained-q4",
+     22.3502 - 33.0, None),
+    ("the bpp attack damages the pretrained codec", "bpp", None, "pretrained-q4",
+     100 * (0.9161 - 0.4978) / 0.4978, None),
+    ("Stage I (teacher) is more robust than the pretrained codec", "psnr", "pretrained-q4",
+     "teacher", (25.9039 - 32.2592) - (22.3502 - 33.0), None),
+    ("Stage I (teacher) is more robust than the pretrained codec", "bpp", "pretrained-q4",
+     "teacher", 100 * ((0.7225 - 0.4322) / 0.4322 - (0.9161 - 0.4978) / 0.4978), None),
+    ("Stage II (ours) is more robust than Stage I alone", "psnr", "teacher", "pkdt",
+     (28.4039 - 32.0802) - (25.9039 - 32.2592), None),
+    ("Stage II (ours) is more robust than Stage I alone", "bpp", "teacher", "pkdt",
+     100 * ((0.6822 - 0.4323) / 0.4323 - (0.7225 - 0.4322) / 0.4322), None),
+    ("ours (PKDT) is more robust than the pretrained codec", "psnr", "pretrained-q4", "pkdt",
+     (28.4039 - 32.0802) - (22.3502 - 33.0), None),
+    ("ours (PKDT) is more robust than the pretrained codec", "bpp", "pretrained-q4", "pkdt",
+     100 * ((0.6822 - 0.4323) / 0.4323 - (0.9161 - 0.4978) / 0.4978), None),
+    ("ours (PKDT) is more robust than the pretrained codec at eps 1e-3 (Fig. 4)", "psnr",
+     "pretrained-q4-eps1e-3", "pkdt-eps1e-3", None, None),
+    ("ours (PKDT) is more robust than the pretrained codec at eps 1e-3 (Fig. 4)", "bpp",
+     "pretrained-q4-eps1e-3", "pkdt-eps1e-3", None, None),
+    ("ours (PKDT) is more robust than the pretrained codec on DIV2K (4 LR images)", "psnr",
+     "pretrained-q4-div2k", "pkdt-div2k", None, None),
+    ("ours (PKDT) is more robust than the pretrained codec on DIV2K (4 LR images)", "bpp",
+     "pretrained-q4-div2k", "pkdt-div2k", None, None),
+    ("ours is more robust than plain adversarial training", "psnr", "adv", "pkdt", None, None),
+    ("ours is more robust than plain adversarial training", "bpp", "adv", "pkdt", None, None),
+    ("ours is more robust than plain adversarial training (training seed 1 of both)", "psnr",
+     "adv-s1", "pkdt-s1", None, None),
+    ("ours is more robust than plain adversarial training (training seed 1 of both)", "bpp",
+     "adv-s1", "pkdt-s1", None, None),
+    ("ours is more robust than plain adversarial training at eps 1e-3", "psnr", "adv-eps1e-3",
+     "pkdt-eps1e-3", None, None),
+    ("ours is more robust than plain adversarial training at eps 1e-3", "bpp", "adv-eps1e-3",
+     "pkdt-eps1e-3", None, None),
+    ("ours is more robust than plain adversarial training on DIV2K (4 LR images)", "psnr",
+     "adv-div2k", "pkdt-div2k", None, None),
+    ("ours is more robust than plain adversarial training on DIV2K (4 LR images)", "bpp",
+     "adv-div2k", "pkdt-div2k", None, None),
+    ("ours is more robust than Ma2023 under the Ma2023 attack (Fig. 5)", "psnr", "ma2023",
+     "pkdt", None, "ma2023@noise"),
+    ("ours is more robust than Ma2023 (Fig. 1)", "psnr", "ma2023", "pkdt", None, None),
+    ("ours is more robust than Ma2023 (Fig. 1)", "bpp", "ma2023", "pkdt", None, None),
+    # Table 2: the full Stage II ("best") against each variant
+    ("smooth_loss makes Stage II more robust (Table 2)", "psnr", "abl-no-smooth", "pkdt",
+     (28.6556 - 32.0802) - (28.4497 - 32.1936), None),
+    ("smooth_loss makes Stage II more robust (Table 2)", "bpp", "abl-no-smooth", "pkdt",
+     100 * ((0.6953 - 0.4323) / 0.4323 - (0.7214 - 0.4358) / 0.4358), None),
+    ("its dy/dx term helps (Table 2)", "psnr", "abl-no-dydx", "pkdt",
+     (28.6556 - 32.0802) - (28.5293 - 32.1549), None),
+    ("its dy/dx term helps (Table 2)", "bpp", "abl-no-dydx", "pkdt",
+     100 * ((0.6953 - 0.4323) / 0.4323 - (0.7075 - 0.4355) / 0.4355), None),
+    ("its dbpp_main/dx term helps (Table 2)", "psnr", "abl-no-dbpp", "pkdt",
+     (28.6556 - 32.0802) - (28.6224 - 32.1463), None),
+    ("its dbpp_main/dx term helps (Table 2)", "bpp", "abl-no-dbpp", "pkdt",
+     100 * ((0.6953 - 0.4323) / 0.4323 - (0.7083 - 0.4332) / 0.4332), None),
+)
+# the Cheng codec (Fig. 3): damaged, what Stage I / II do to it, ours against the baselines
+CLAIMS += tuple((claim, side, a, b, None, None) for claim, a, b in (
+    ("the attacks damage the pretrained Cheng codec (Fig. 3)", None, "cheng-q4"),
+    ("Stage I (teacher) is more robust than the pretrained codec, Cheng", "cheng-q4",
+     "teacher-cheng"),
+    ("Stage II (ours) is more robust than Stage I alone, Cheng", "teacher-cheng", "pkdt-cheng"),
+    ("ours (PKDT) is more robust than the pretrained codec, Cheng (Fig. 3)", "cheng-q4",
+     "pkdt-cheng"),
+    ("ours is more robust than plain adversarial training, Cheng", "adv-cheng", "pkdt-cheng"),
+    ("ours is more robust than Ma2023 (Fig. 1), Cheng", "ma2023-cheng", "pkdt-cheng"),
+    ("ours is more robust than Ma2023 (training seed 1 of both)", "ma2023-s1", "pkdt-s1"))
+    for side in ("psnr", "bpp"))
+# Table 1's three claims again on all 24 Kodak images
+CLAIMS += tuple((f"{claim} (all 24 Kodak images)", side, f"{a}-kodak24", f"{b}-kodak24", None,
+                 None) for claim, a, b in (
+    ("Stage I (teacher) is more robust than the pretrained codec", "pretrained-q4", "teacher"),
+    ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
+    ("ours (PKDT) is more robust than the pretrained codec", "pretrained-q4", "pkdt"))
+    for side in ("psnr", "bpp"))
+# Stage II against Stage I and ours against Ma2023 at the larger budget and on DIV2K
+CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
+                for s, where in (("eps1e-3", "at eps 1e-3"), ("div2k", "on DIV2K (4 LR images)"))
+                for claim, a, b in (
+                    ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
+                    ("ours is more robust than Ma2023", "ma2023", "pkdt"))
+                for side in ("psnr", "bpp"))
+# the same comparisons at the other rate points (the paper reports them only in Fig. 3)
+CLAIMS += tuple((f"{claim} at lmbda {lm}", side, f"{a}-{q}", f"{b}-{q}", None, None)
+                for q, lm in OTHER_RATES.items()
+                for claim, a, b in (
+                    ("Stage I (teacher) is more robust than the pretrained codec", "pretrained",
+                     "teacher"),
+                    ("Stage II (ours) is more robust than Stage I alone", "teacher", "pkdt"),
+                    ("ours (PKDT) is more robust than the pretrained codec", "pretrained", "pkdt"),
+                    ("ours is more robust than plain adversarial training", "adv", "pkdt"),
+                    ("ours is more robust than Ma2023 (Fig. 1)", "ma2023", "pkdt"))
+                for side in ("psnr", "bpp"))
+
+
+def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """One row per claim and side: the paper's number, ours with a 95 % paired bootstrap
+    interval over the images, and the verdict: *confirmed at this scale* (the interval
+    excludes 0 in the paper's direction), *not confirmed* (it contains 0), *refuted* (it
+    excludes 0 in the other direction), or *not run yet* (a results file is missing)."""
+    rows = []
+    for claim, side, a, b, paper, attack in CLAIMS:
+        unit = "dB" if side == "psnr" else "% rate"
+        row = {"claim": claim, "side": f"{side} side ({unit})",
+               "paper": None if paper is None else round(paper, 2)}
+        if b not in found or (a is not None and a not in found):
+            rows.append({**row, "ours": None, "95% CI": "", "verdict": "not run yet"})
+            continue
+        db = _damage(found[b], side, attack)
+        if a is None:
+            diffs = list(db.values())
+            good = -1 if side == "psnr" else 1  # damage: a PSNR loss, a rate gain
+        else:
+            da = _damage(found[a], side, attack)
+            diffs = [db[n] - da[n] for n in db if n in da]
+            good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
+        ci = stats.bootstrap_ci(diffs)
+        if ci["lo"] <= 0 <= ci["hi"]:
+            verdict = "not confirmed (interval contains 0)"
+        elif (ci["mean"] > 0) == (good > 0):
+            verdict = "confirmed at this scale"
+        else:
+            verdict = "refuted at this scale"
+        rows.append({**row, "ours": round(ci["mean"], 2),
+                     "95% CI": f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]", "verdict": verdict})
+    return pd.DataFrame(rows)
