@@ -207,6 +207,13 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
                          "bpp": round(r["results"]["bpp"][0], 4),
                          "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
                          "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
+    for key in (k for k in RUNS if k.endswith("-div2k") and k != "jpeg-div2k" and k in found):
+        r = found[key]  # the DIV2K images at hand, against JPEG on the same images
+        m = margin_over_jpeg(r, found["jpeg-div2k"]) if "jpeg-div2k" in found else None
+        rows.append({"model": LABELS.get(key, key), "file": RUNS[key][0],
+                     "bpp": round(r["results"]["bpp"][0], 4),
+                     "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
+                     "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
     return pd.DataFrame(rows)
 
 
