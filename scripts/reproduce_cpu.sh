@@ -39,7 +39,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        adv-cheng eval-adv-cheng ma2023-cheng eval-ma2023-cheng ma2023-s1 eval-ma2023-s1
        eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
        eval-k24-q4 eval-k24-teacher eval-k24-pkdt eval-k24-adv eval-k24-ma2023
-       eval-div2k-q1 eval-div2k-q2 eval-div2k-q6 jpeg-div2k
+       eval-div2k-q1 eval-div2k-q2 eval-div2k-q6 jpeg-div2k teacher-s1 eval-teacher-s1 jpeg-k24
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -111,6 +111,8 @@ run_step() {
         --eval-only models/cpu/cheng-q4/model.pt --out results/cpu/cheng-q4/metrics_clean.json \
         --name "pretrained Cheng (q4), step $(zcat models/cpu/cheng-q4/history.jsonl.gz | wc -l)" ;;
     teacher) train hyper-q4-teacher teacher params/cpu/hyper-q4/02_teacher.yaml ;;
+    teacher-s1)  # a second Stage I seed: the teacher-to-teacher spread beside Stage II vs Stage I
+      train hyper-q4-teacher-s1 teacher params/cpu/hyper-q4/02_teacher.yaml -p seed 1 ;;
     pkdt|adv|ma2023)
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$1" -p teacher "$teacher" ;;
@@ -144,6 +146,7 @@ run_step() {
     eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
     eval-ma2023-s1) evaluate hyper-q4-ma2023-s1 "Ma2023, seed 1" ;;
+    eval-teacher-s1) evaluate hyper-q4-teacher-s1 "teacher (Stage I), seed 1" ;;
     eval-eps-*|eval-div2k-*|eval-k24-*)  # another budget or other images: eps = 1e-3 (Fig. 4),
       # the DIV2K validation images at hand, all 24 Kodak images (crops); Hyper codecs (q1-q6)
       # and the lmbda 0.013 Stage I / II models
@@ -181,6 +184,7 @@ run_step() {
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     jpeg-div2k) $PY -m nic_core.jpeg -f "$EVAL" -p eval_set div2k-valid -p eval_limit 0 \
                   --out results/cpu/jpeg_div2k.json ;;
+    jpeg-k24) $PY -m nic_core.jpeg -f "$EVAL" -p eval_limit 0 --out results/cpu/jpeg_kodak24.json ;;
     figures) make figures ;;
     *) echo "unknown step $1; steps: ${STEPS[*]}" >&2; exit 2 ;;
   esac
