@@ -37,19 +37,10 @@ RUNS: Dict[str, Tuple[str, str]] = {
     "ma2023-s1": ("results/cpu/hyper-q4-ma2023-s1/metrics_p2.json",
                   f"{REPRO} ma2023-s1 eval-ma2023-s1"),
     "jpeg": ("results/cpu/jpeg_kodak8.json", f"{REPRO} jpeg"),
-    # Fig. 4: the paper's larger budget, eps = 1e-3
-    "pretrained-q4-eps1e-3": ("results/cpu/hyper-q4/metrics_p2_eps1e-3.json",
-                              f"{REPRO} eval-eps-q4"),
-    "pkdt-eps1e-3": ("results/cpu/hyper-q4-pkdt/metrics_p2_eps1e-3.json", f"{REPRO} eval-eps-pkdt"),
-    # the second test set: the DIV2K validation images at hand (4 LR x4 images, 256 crops)
-    "pretrained-q4-div2k": ("results/cpu/hyper-q4/metrics_p2_div2k.json",
-                            f"{REPRO} eval-div2k-q4"),
-    "pkdt-div2k": ("results/cpu/hyper-q4-pkdt/metrics_p2_div2k.json", f"{REPRO} eval-div2k-pkdt"),
-    **{f"pretrained-{q}-div2k": (f"results/cpu/hyper-{q}/metrics_p2_div2k.json",
-                                 f"{REPRO} eval-div2k-{q}") for q in ("q1", "q2", "q6")},
     "jpeg-div2k": ("results/cpu/jpeg_div2k.json", f"{REPRO} jpeg-div2k"),
-    **{f"{m}-{s}": (f"results/cpu/hyper-q4-{m}/metrics_p2_{s}.json", f"{REPRO} eval-{step}-{m}")
-       for m in ("adv", "teacher", "ma2023") for s, step in (("eps1e-3", "eps"), ("div2k", "div2k"))},
+    "jpeg-kodak24": ("results/cpu/jpeg_kodak24.json", f"{REPRO} jpeg-k24"),
+    "teacher-s1": ("results/cpu/hyper-q4-teacher-s1/metrics_p2.json",
+                   f"{REPRO} teacher-s1 eval-teacher-s1"),
     **{f"abl-{v}": (f"results/cpu/hyper-q4-ablations/{v}/metrics.json", f"{REPRO} ablations")
        for v in ("no-smooth", "no-dydx", "no-dbpp")},
 }
@@ -63,12 +54,20 @@ RUNS.update({f"{m}-{q}": (f"results/cpu/hyper-{q}-{m}/metrics_p2.json",
 # Stage I / II on the Cheng codec (the paper's Fig. 3: "more pronounced" on Cheng than on Hyper)
 RUNS.update({f"{m}-cheng": (f"results/cpu/cheng-q4-{m}/metrics_p2.json",
                             f"{REPRO} {m}-cheng eval-{m}-cheng") for m in METHODS})
-# Table 1 at lmbda 0.013 on all 24 Kodak images (the other tables: the first 8)
-TABLE1_K24 = tuple(f"{k}-kodak24" for k in ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023"))
-RUNS.update({k: (RUNS[k[:-8]][0].replace("metrics_p2", "metrics_p2_kodak24"),
-                 f"{REPRO} eval-k24-{k[:-8].replace('pretrained-', '')}") for k in TABLE1_K24})
 PRETRAINED = ("pretrained-q1", "pretrained-q2", "pretrained-q4", "pretrained-q6")  # the R-D curve
 TABLE1_ROWS = ("pretrained-q4", "teacher", "pkdt", "adv", "ma2023")
+# Another budget or image set for committed models: key "{base}-{suffix}", the base's results
+# file with "_{suffix}", made by the step `eval-{step}-{base without "pretrained-"}`.
+VARIANTS = {  # suffix: (step, label, bases)
+    "eps1e-3": ("eps", "eps 1e-3", TABLE1_ROWS),  # Fig. 4: the paper's larger budget
+    "div2k": ("div2k", "DIV2K", (*PRETRAINED, *METHODS)),  # the 4 DIV2K LR x4 images at hand
+    "kodak24": ("k24", "Kodak 24", TABLE1_ROWS),  # all 24 Kodak images (the others: the first 8)
+}
+RUNS.update({f"{b}-{suffix}": (RUNS[b][0].replace("metrics_p2", f"metrics_p2_{suffix}"),
+                               f"{REPRO} eval-{step}-{b.replace('pretrained-', '')}")
+             for suffix, (step, _, bases) in VARIANTS.items() for b in bases})
+TABLE1_K24 = tuple(f"{k}-kodak24" for k in TABLE1_ROWS)
+JPEG_ON = {"": "jpeg", "-div2k": "jpeg-div2k", "-kodak24": "jpeg-kodak24"}  # same images
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
 TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 on Cheng
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
@@ -79,19 +78,14 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
           "teacher": "Ours w/o Stage II (teacher)", "pkdt": "Ours (PKDT)",
           "adv": "adversarial training", "ma2023": "Ma2023", "pkdt-s1": "Ours (PKDT), seed 1",
           "adv-s1": "adversarial training, seed 1", "ma2023-s1": "Ma2023, seed 1",
-          "pretrained-q4-eps1e-3": "pretrained (Hyper), eps 1e-3",
-          "pkdt-eps1e-3": "Ours (PKDT), eps 1e-3",
-          "pretrained-q4-div2k": "pretrained (Hyper), DIV2K", "pkdt-div2k": "Ours (PKDT), DIV2K",
+          "teacher-s1": "Ours w/o Stage II (teacher), seed 1",
           "abl-no-smooth": "best w/o smooth_loss", "abl-no-dydx": "best w/o dy/dx",
           "abl-no-dbpp": "best w/o dbpp_main/dx"}
 LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.items()
                for m in METHODS})
 LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
-LABELS.update({f"{m}-{s}": f"{LABELS[m]}, {t}" for m in ("adv", "teacher", "ma2023")
-               for s, t in (("eps1e-3", "eps 1e-3"), ("div2k", "DIV2K"))})
-LABELS.update({f"{k}-div2k": f"{LABELS[k]}, DIV2K" for k in ("pretrained-q1", "pretrained-q2",
-                                                              "pretrained-q6")})
-LABELS.update({k: f"{LABELS[k[:-8]]}, Kodak 24" for k in TABLE1_K24})
+LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
+               for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
 # attack, each (bpp, PSNR dB); and Table 2 (N_p = 400, N_b = 200).
 PAPER_TABLE1 = {
@@ -189,10 +183,18 @@ def _damage(r: Dict[str, Any], side: str, attack: Optional[str] = None) -> Dict[
 
 def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
     """The codecs under attack against JPEG at their own clean rate (log-rate interpolation on
-    the JPEG curve of the same images); a codec not yet attacked is shown from its clean-only
-    results (``metrics_clean.json`` beside, when present)."""
+    the JPEG curve of the same images: the first 8 Kodak crops, then every model evaluated on
+    the DIV2K images and on all 24 Kodak crops); a codec not yet attacked is shown from its
+    clean-only results (``metrics_clean.json`` beside, when present)."""
     rows = []
-    for key in (*PRETRAINED, "teacher", "pkdt", "adv", "ma2023", "pkdt-s1", "adv-s1", "ma2023-s1",
+
+    def row(key: str, r: Dict[str, Any], path: str, label: str, jpeg: str) -> None:
+        m = margin_over_jpeg(r, found[jpeg]) if jpeg in found else None
+        rows.append({"model": label, "file": path, "bpp": round(r["results"]["bpp"][0], 4),
+                     "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
+                     "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
+
+    for key in (*PRETRAINED, *METHODS, "teacher-s1", "pkdt-s1", "adv-s1", "ma2023-s1",
                 *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]), *TABLE1_AT["cheng"]):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
@@ -202,18 +204,11 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
             if key not in found:
                 path = str(clean.relative_to(root))
                 label += f" (clean only: {r['name']})"
-            m = margin_over_jpeg(r, found["jpeg"]) if "jpeg" in found else None
-            rows.append({"model": label, "file": path,
-                         "bpp": round(r["results"]["bpp"][0], 4),
-                         "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
-                         "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
-    for key in (k for k in RUNS if k.endswith("-div2k") and k != "jpeg-div2k" and k in found):
-        r = found[key]  # the DIV2K images at hand, against JPEG on the same images
-        m = margin_over_jpeg(r, found["jpeg-div2k"]) if "jpeg-div2k" in found else None
-        rows.append({"model": LABELS.get(key, key), "file": RUNS[key][0],
-                     "bpp": round(r["results"]["bpp"][0], 4),
-                     "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
-                     "vs JPEG at that rate (dB)": None if m is None else round(m, 2)})
+            row(key, r, path, label, JPEG_ON[""])
+    for suffix, jpeg in JPEG_ON.items():
+        for key in (f"{b}{suffix}" for b in VARIANTS.get(suffix[1:], ("", "", ()))[2]):
+            if key in found:
+                row(key, found[key], RUNS[key][0], LABELS[key], jpeg)
     return pd.DataFrame(rows)
 
 
@@ -235,7 +230,12 @@ SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
               ("PKDT - adversarial training, seed 1", "adv-s1", "pkdt-s1"),
               ("Ma2023: seed 1 - seed 0", "ma2023", "ma2023-s1"),
               ("PKDT - Ma2023, seed 0", "ma2023", "pkdt"),
-              ("PKDT - Ma2023, seed 1", "ma2023-s1", "pkdt-s1"))
+              ("PKDT - Ma2023, seed 1", "ma2023-s1", "pkdt-s1"),
+              # Stage II vs Stage I beside the teacher-to-teacher spread (both PKDT seeds
+              # distil the seed-0 teacher)
+              ("teacher (Stage I): seed 1 - seed 0", "teacher", "teacher-s1"),
+              ("PKDT - teacher, seed 0", "teacher", "pkdt"),
+              ("PKDT - teacher seed 1", "teacher-s1", "pkdt"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
@@ -282,7 +282,7 @@ def _curve_at(found, image: str, rate: float, kind: Optional[str], what: str) ->
     return stats.interpolate_rd(pts, rate) if len(pts) >= 2 else None
 
 
-MATCHED = ("teacher", "pkdt", "pkdt-s1", "adv", "adv-s1", "ma2023", "ma2023-s1", "abl-no-smooth",
+MATCHED = ("teacher", "teacher-s1", "pkdt", "pkdt-s1", "adv", "adv-s1", "ma2023", "ma2023-s1", "abl-no-smooth",
            "abl-no-dydx", "abl-no-dbpp", *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]))
 
 

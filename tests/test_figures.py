@@ -158,3 +158,18 @@ def test_every_results_file_names_a_step_of_the_reproduction_script():
     rows = figures.TABLE1_AT["q2"]
     assert rows[0] == "pretrained-q2" and all(k in figures.RUNS for k in rows)
     assert figures.LABELS["pkdt-q6"] == "Ours (PKDT), lmbda 0.0483"
+
+
+def test_codecs_set_each_image_set_against_jpeg_on_the_same_images():
+    """The codecs table's margins over JPEG: Kodak-8 rows against JPEG on those 8 crops, each
+    VARIANTS row (DIV2K, all 24 Kodak crops) against JPEG on its own images."""
+    from nic_core.jpeg import margin_over_jpeg
+    found = {k: v for k, v in figures.load(ROOT)[0].items()
+             if k in ("pretrained-q4", "pretrained-q4-kodak24", "jpeg", "jpeg-kodak24")}
+    assert len(found) == 4, "the committed q4 / JPEG results are missing"
+    df = tables.codecs(found, ROOT).set_index("model")
+    k8, k24 = (df.loc[m, "vs JPEG at that rate (dB)"]
+               for m in ("pretrained (Hyper)", "pretrained (Hyper), Kodak 24"))
+    assert k8 == round(margin_over_jpeg(found["pretrained-q4"], found["jpeg"]), 2)
+    assert k24 == round(margin_over_jpeg(found["pretrained-q4-kodak24"], found["jpeg-kodak24"]), 2)
+    assert k8 != k24 and df.loc["pretrained (Hyper), Kodak 24", "file"].endswith("_kodak24.json")
