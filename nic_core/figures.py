@@ -279,12 +279,14 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += save(fig_summary(found), out, "fig1_summary_cpu")
     else:
         notes.append("fig3_rd_cpu, fig1_summary_cpu: no Table 1 results yet")
-    div2k = on_images(found, "-div2k")
-    if sum(k in div2k for k in PRETRAINED) >= 2:  # an R-D curve, not a point
-        written += save(fig_rd(div2k, paper=False, title="the DIV2K validation images at hand "
-                               "(4 LR x4 images, 256x256 crops)"), out, "fig3_rd_div2k_cpu")
-    else:
-        notes.append("fig3_rd_div2k_cpu: fewer than two pretrained rate points on DIV2K")
+    for suffix, paper, title in (  # Fig. 3 on the other image sets: a curve, not a point
+            ("-div2k", False, "the DIV2K validation images at hand (4 LR x4 images, 256x256 crops)"),
+            ("-kodak24", True, "all 24 Kodak images (256x256 centre crops)")):
+        name, other = f"fig3_rd_{suffix[1:]}_cpu", on_images(found, suffix)
+        if sum(k in other for k in PRETRAINED) >= 2:
+            written += save(fig_rd(other, paper=paper, title=title), out, name)
+        else:
+            notes.append(f"{name}: fewer than two pretrained rate points on those images")
     if visual is not None:
         fig, note = fig_visual(root, **visual)
         notes.append(note)

@@ -40,7 +40,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
        eval-k24-q4 eval-k24-teacher eval-k24-pkdt eval-k24-adv eval-k24-ma2023
        eval-div2k-q1 eval-div2k-q2 eval-div2k-q6 jpeg-div2k teacher-s1 eval-teacher-s1 jpeg-k24
-       q4-long clean-q4-long
+       q4-long clean-q4-long eval-k24-q1 eval-k24-q2 eval-k24-q6
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
