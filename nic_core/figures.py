@@ -271,6 +271,9 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
     for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root)),
                      ("seeds", seeds(found)), ("matched_rate", matched_rate(found)),
+                     # the same on the other image sets, against their own pretrained curve
+                     *((f"matched_rate_{s}", matched_rate(on_images(found, f"-{s}")))
+                       for s in ("div2k", "kodak24")),
                      ("tuning", tuning(root))):
         (tdir / f"{name}.md").write_text(flat_markdown(df) + "\n")
         written.append(tdir / f"{name}.md")
