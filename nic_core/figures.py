@@ -176,7 +176,8 @@ def fig_summary(found: Dict[str, Dict[str, Any]]):
     return fig
 
 
-def fig_learning(root, names=("hyper-q4", "hyper-q2", "hyper-q6", "hyper-q1", "cheng-q4")):
+def fig_learning(root, names=("hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6", "hyper-q1",
+                              "cheng-q4")):
     """Training PSNR (from the MSE term) and rate of the committed codecs against the step,
     smoothed over 200 steps, so the reader sees where training stopped; None without any."""
     import gzip
@@ -192,8 +193,10 @@ def fig_learning(root, names=("hyper-q4", "hyper-q2", "hyper-q6", "hyper-q1", "c
     if not runs:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    # where each fine-tuning started: q2 from q4 at 11372, q6 from the final q4, q1 from q2
-    offset = {"hyper-q2": 11372, "hyper-q6": 16000, "hyper-q1": 11372 + 4000}
+    # where each fine-tuning started: q2 from q4 at 11372, q6 and q4-long from the final q4,
+    # q1 from q2
+    offset = {"hyper-q2": 11372, "hyper-q6": 16000, "hyper-q4-long": 16000,
+              "hyper-q1": 11372 + 4000}
 
     def smooth(v, k=200):
         out, acc = [], 0.0

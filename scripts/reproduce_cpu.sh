@@ -22,8 +22,9 @@
 # ~1.6 h, Stage I / II and the baselines at q2 and q6 ~1.2 h per rate point (teacher 6 min,
 # each Stage II run 8-10, each evaluation 6-15), Stage I / II on Cheng ~1.3 h (teacher ~20 min,
 # Stage II ~25, evaluations ~15 each), the baselines on Cheng ~1.2 h, the Kodak-24 evaluations
-# ~35 min each (five), the eps 1e-3 / DIV2K evaluations 5-12 min each: about 25 core-hours,
-# ~12.5 h on two cores.
+# ~35 min each (eight), the eps 1e-3 / DIV2K evaluations 5-12 min each, a second teacher ~25
+# min, hyper-q4-long (6000 steps more) ~35 min and Table 1 from it ~1.7 h: about 29
+# core-hours, ~14.5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
