@@ -301,8 +301,11 @@ def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
     (log-rate interpolation between the pretrained rate points): a defence that lowers the
     clean rate moves along the curve, and only what it gains beyond that move is robustness.
     Columns: model - curve, mean and 95 % paired bootstrap interval over the images inside
-    the curve's rate range (their number in ``images``)."""
+    the curve's rate range (their number in ``images``); empty without two pretrained rate
+    points (no curve)."""
     rows = []
+    if sum(k in found for k in PRETRAINED) < 2:
+        return pd.DataFrame(rows)
     for key in MATCHED:
         if key not in found:
             continue
