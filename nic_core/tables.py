@@ -197,7 +197,7 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
     clean-only results (``metrics_clean.json`` beside, when present)."""
     rows = []
 
-    def row(key: str, r: Dict[str, Any], path: str, label: str, jpeg: str) -> None:
+    def row(r: Dict[str, Any], path: str, label: str, jpeg: str) -> None:
         m = margin_over_jpeg(r, found[jpeg]) if jpeg in found else None
         rows.append({"model": label, "file": path, "bpp": round(r["results"]["bpp"][0], 4),
                      "PSNR (dB)": round(r["results"]["psnr-rgb"][0], 3),
@@ -214,11 +214,12 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
             if key not in found:
                 path = str(clean.relative_to(root))
                 label += f" (clean only: {r['name']})"
-            row(key, r, path, label, JPEG_ON[""])
+            row(r, path, label, JPEG_ON[""])
     for suffix, jpeg in JPEG_ON.items():
-        for key in (f"{b}{suffix}" for b in VARIANTS.get(suffix[1:], ("", "", ()))[2]):
+        bases = VARIANTS[suffix[1:]][2] if suffix else ()  # "": the first 8, listed above
+        for key in (f"{b}{suffix}" for b in bases):
             if key in found:
-                row(key, found[key], RUNS[key][0], LABELS[key], jpeg)
+                row(found[key], RUNS[key][0], LABELS[key], jpeg)
     return pd.DataFrame(rows)
 
 
@@ -245,7 +246,7 @@ SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
               # distil the seed-0 teacher)
               ("teacher (Stage I): seed 1 - seed 0", "teacher", "teacher-s1"),
               ("PKDT - teacher, seed 0", "teacher", "pkdt"),
-              ("PKDT - teacher seed 1", "teacher-s1", "pkdt"))
+              ("PKDT (from teacher seed 0) - teacher seed 1", "teacher-s1", "pkdt"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
