@@ -108,7 +108,7 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
 # from the stronger lmbda 0.013 codec (hyper-q4-long)
 CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                 for q, where in (*((q, f"at lmbda {lm}") for q, lm in OTHER_RATES.items()),
-                                 ("q4long", "from hyper-q4-long (+1.15 dB over JPEG)"))
+                                 ("q4long", "from hyper-q4-long (the stronger lmbda 0.013 codec)"))
                 for claim, a, b in (
                     ("Stage I (teacher) is more robust than the pretrained codec", "pretrained",
                      "teacher"),

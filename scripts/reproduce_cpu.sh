@@ -41,7 +41,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-teacher eval-eps-ma2023 eval-div2k-teacher eval-div2k-ma2023
        eval-k24-q4 eval-k24-teacher eval-k24-pkdt eval-k24-adv eval-k24-ma2023
        eval-div2k-q1 eval-div2k-q2 eval-div2k-q6 jpeg-div2k teacher-s1 eval-teacher-s1 jpeg-k24
-       q4-long clean-q4-long eval-k24-q1 eval-k24-q2 eval-k24-q6
+       q4-long clean-hyper-q4-long eval-k24-q1 eval-k24-q2 eval-k24-q6
        eval-q4long teacher-q4long pkdt-q4long adv-q4long ma2023-q4long eval-teacher-q4long
        eval-pkdt-q4long eval-adv-q4long eval-ma2023-q4long
        jpeg figures)
@@ -114,12 +114,12 @@ run_step() {
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
     q4-long) train hyper-q4-long pretrain params/cpu/01_pretrain_hyper-q4-long.yaml ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
-    clean-cheng-q4|clean-q4-long)  # the clean point of a codec as it stands (also while unfinished)
-      local name=${1#clean-}; [ "$name" = q4-long ] && name=hyper-q4-long
+    clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while unfinished)
+      local name=${1#clean-}
       mkdir -p "results/cpu/$name"
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p attack_iterations 0 \
         --eval-only "models/cpu/$name/model.pt" --out "results/cpu/$name/metrics_clean.json" \
-        --name "$name, step $(zcat "models/cpu/$name/history.jsonl.gz" | wc -l)" ;;
+        --name "$name after $(zcat "models/cpu/$name/history.jsonl.gz" | wc -l) steps of its own run" ;;
     teacher) train hyper-q4-teacher teacher params/cpu/hyper-q4/02_teacher.yaml ;;
     teacher-s1)  # a second Stage I seed: the teacher-to-teacher spread beside Stage II vs Stage I
       train hyper-q4-teacher-s1 teacher params/cpu/hyper-q4/02_teacher.yaml -p seed 1 ;;
