@@ -43,7 +43,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-div2k-q1 eval-div2k-q2 eval-div2k-q6 jpeg-div2k teacher-s1 eval-teacher-s1 jpeg-k24
        q4-long clean-hyper-q4-long eval-k24-q1 eval-k24-q2 eval-k24-q6
        eval-q4long teacher-q4long pkdt-q4long adv-q4long ma2023-q4long eval-teacher-q4long
-       eval-pkdt-q4long eval-adv-q4long eval-ma2023-q4long
+       eval-pkdt-q4long eval-adv-q4long eval-ma2023-q4long q6-long clean-hyper-q6-long eval-q6long
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -92,9 +92,9 @@ variants_done() {
 }
 
 # codec C: the pretrained codec a Stage I / II step starts from (q2, q6: Hyper; cheng: Cheng;
-# q4long: hyper-q4 trained 6000 steps more, 1.15 dB over JPEG).
+# q4long / q6long: hyper-q4 / hyper-q6 trained longer, params/cpu/01_pretrain_hyper-q*-long.yaml).
 codec() {
-  case $1 in cheng) echo cheng-q4 ;; q4long) echo hyper-q4-long ;; *) echo "hyper-$1" ;; esac
+  case $1 in cheng) echo cheng-q4 ;; q[1-6]long) echo "hyper-${1%long}-long" ;; *) echo "hyper-$1" ;; esac
 }
 
 # rate_point C: the overrides that move the hyper-q4 Stage I / II params files to codec C (its
@@ -112,7 +112,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long) train hyper-q4-long pretrain params/cpu/01_pretrain_hyper-q4-long.yaml ;;
+    q4-long|q6-long) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while unfinished)
       local name=${1#clean-}
@@ -148,6 +148,7 @@ run_step() {
     eval-q2) evaluate hyper-q2 "pretrained (q2)" ;;
     eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
     eval-q4long) evaluate hyper-q4-long "pretrained (q4, 22000 steps)" ;;
+    eval-q6long) evaluate hyper-q6-long "pretrained (q6, 28000 steps)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
