@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
-from .tables import (BLOCKS, LABELS, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
+from .tables import (BLOCKS, LABELS, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs,
                      flat_markdown, load, markdown, _damage, matched_rate, seeds, table, tuning)
 from .claims import verdicts  # noqa: E402
@@ -67,7 +67,7 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
     over the images; the spread of differences is in the tables (``DAMAGE``) and
     :func:`fig_summary`. Another image set: pass its results under the Kodak keys
     (:func:`on_images`)."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=False)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), sharey=False)
     # (colour, keys, style, label): one curve per method over the rate points where it ran,
     # the second training seed as hollow markers, the Cheng codec as its own point
     curves = [("pretrained", PRETRAINED, "o-", LABELS["pretrained-q4"])]
@@ -77,15 +77,21 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
                for m, style in (("adv", "^"), ("ma2023", "v"), ("pkdt", "s"))]
     curves += [("cheng", (k,), style, LABELS[k]) for k, style in zip(
         TABLE1_AT["cheng"], ("P", "d", "X", "<", ">"))]
+    # the codecs trained longer and Stage I / II from hyper-q4-long: black-edged markers
+    curves.append(("pretrained", LONGER, "o:", "pretrained, trained longer (hyper-q4/q6-long)"))
+    curves += [(m, (k,), style, LABELS[k]) for (m, style), k in zip(
+        (("teacher", "D"), ("pkdt", "s"), ("adv", "^"), ("ma2023", "v")), TABLE1_AT["q4long"][1:])]
     for ax, (label, kind) in zip(axes, BLOCKS):
         for name, keys, style, text in curves:
             pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)
             if pts:
+                edge = ({"mfc": "none"} if keys[0].endswith("-s1") else
+                        {"mec": "k", "mew": 1.0} if "long" in keys[0] else {})
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour(name),
-                        ms=5, lw=1.2, label=text,
-                        mfc="none" if keys[0].endswith("-s1") else None)
+                        ms=5, lw=1.2, label=text, **edge)
         if kind is None and "jpeg" in found:  # JPEG over the learned codecs' rate range
-            top = 1.3 * max([p[0] for p in _points(found, RUNS, None)] or [1.0])
+            codecs_ = [k for k in RUNS if not k.startswith("jpeg")]
+            top = 1.3 * max([p[0] for p in _points(found, codecs_, None)] or [1.0])
             j = [(b, p) for b, p in zip(found["jpeg"]["results"]["bpp"],
                                         found["jpeg"]["results"]["psnr-rgb"]) if b <= top]
             ax.plot([b for b, _ in j], [p for _, p in j], ".:", color=colour("jpeg"),
@@ -103,7 +109,7 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     return fig
 
 
@@ -176,8 +182,8 @@ def fig_summary(found: Dict[str, Dict[str, Any]]):
     return fig
 
 
-def fig_learning(root, names=("hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6", "hyper-q1",
-                              "cheng-q4")):
+def fig_learning(root, names=("hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6",
+                              "hyper-q6-long", "hyper-q1", "cheng-q4")):
     """Training PSNR (from the MSE term) and rate of the committed codecs against the step,
     smoothed over 200 steps, so the reader sees where training stopped; None without any."""
     import gzip
@@ -194,9 +200,9 @@ def fig_learning(root, names=("hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     # where each fine-tuning started: q2 from q4 at 11372, q6 and q4-long from the final q4,
-    # q1 from q2
+    # q1 from q2, q6-long from the final q6
     offset = {"hyper-q2": 11372, "hyper-q6": 16000, "hyper-q4-long": 16000,
-              "hyper-q1": 11372 + 4000}
+              "hyper-q1": 11372 + 4000, "hyper-q6-long": 16000 + 4000}
 
     def smooth(v, k=200):
         out, acc = [], 0.0

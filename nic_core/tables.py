@@ -77,6 +77,11 @@ RUNS["pretrained-q4long"] = ("results/cpu/hyper-q4-long/metrics_p2.json",
 RUNS.update({f"{m}-q4long": (f"results/cpu/hyper-q4-long-{m}/metrics_p2.json",
                              f"{REPRO} {m}-q4long eval-{m}-q4long") for m in METHODS})
 TABLE1_AT["q4long"] = ("pretrained-q4long", *(f"{m}-q4long" for m in METHODS))
+# hyper-q6 trained 8000 steps more (its rate was still climbing when it stopped); its clean
+# point against JPEG, not (yet) a Table 1
+RUNS["pretrained-q6long"] = ("results/cpu/hyper-q6-long/metrics_p2.json",
+                             f"{REPRO} q6-long eval-q6long")
+LONGER = ("pretrained-q4long", "pretrained-q6long")  # the pretrained codecs trained longer
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
           "pretrained-q6": "pretrained (lmbda 0.0483)",
@@ -92,7 +97,8 @@ LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.i
                for m in METHODS})
 LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
 LABELS.update({f"{m}-q4long": f"{LABELS[m]}, from hyper-q4-long" for m in METHODS},
-              **{"pretrained-q4long": "pretrained (Hyper, 22000 steps: hyper-q4-long)"})
+              **{"pretrained-q4long": "pretrained (Hyper, 22000 steps: hyper-q4-long)",
+                 "pretrained-q6long": "pretrained (lmbda 0.0483, 28000 steps: hyper-q6-long)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -205,7 +211,7 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
 
     for key in (*PRETRAINED, *METHODS, "teacher-s1", "pkdt-s1", "adv-s1", "ma2023-s1",
                 *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]), *TABLE1_AT["cheng"],
-                *TABLE1_AT["q4long"]):
+                *TABLE1_AT["q4long"], "pretrained-q6long"):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)

@@ -173,3 +173,16 @@ def test_codecs_set_each_image_set_against_jpeg_on_the_same_images():
     assert k8 == round(margin_over_jpeg(found["pretrained-q4"], found["jpeg"]), 2)
     assert k24 == round(margin_over_jpeg(found["pretrained-q4-kodak24"], found["jpeg-kodak24"]), 2)
     assert k8 != k24 and df.loc["pretrained (Hyper), Kodak 24", "file"].endswith("_kodak24.json")
+
+
+def test_rd_figure_draws_jpeg_over_the_learned_codecs_rate_range_only():
+    """Fig. 3's clean panel: JPEG up to 1.3x the highest learned-codec rate, whatever other
+    JPEG curves (DIV2K, Kodak 24, reaching 3-4 bpp) are loaded beside it."""
+    found = {k: v for k, v in figures.load(ROOT)[0].items()
+             if k in ("pretrained-q4", "pretrained-q6", "jpeg", "jpeg-kodak24", "jpeg-div2k")}
+    assert len(found) == 5, "the committed q4 / q6 / JPEG results are missing"
+    assert max(found["jpeg-kodak24"]["results"]["bpp"]) > 3
+    fig = figures.fig_rd(found, paper=False)
+    jpeg = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("JPEG")]
+    top = max(found[k]["results"]["bpp"][0] for k in ("pretrained-q4", "pretrained-q6"))
+    assert len(jpeg) == 1 and 0.9 * top < max(jpeg[0].get_xdata()) <= 1.3 * top
