@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
-from .tables import (BLOCKS, LABELS, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
+from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs,
                      flat_markdown, load, markdown, _damage, matched_rate, seeds, table, tuning)
 from .claims import verdicts  # noqa: E402
@@ -77,10 +77,10 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
                for m, style in (("adv", "^"), ("ma2023", "v"), ("pkdt", "s"))]
     curves += [("cheng", (k,), style, LABELS[k]) for k, style in zip(
         TABLE1_AT["cheng"], ("P", "d", "X", "<", ">"))]
-    # the codecs trained longer and Stage I / II from hyper-q4-long: black-edged markers
+    # the codecs trained longer and Stage I / II from them: black-edged markers
     curves.append(("pretrained", LONGER, "o:", "pretrained, trained longer (hyper-q4/q6-long)"))
-    curves += [(m, (k,), style, LABELS[k]) for (m, style), k in zip(
-        (("teacher", "D"), ("pkdt", "s"), ("adv", "^"), ("ma2023", "v")), TABLE1_AT["q4long"][1:])]
+    curves += [(m, tuple(f"{m}-{q}" for q in LONG), style, f"{LABELS[m]}, from those trained longer")
+               for m, style in (("teacher", "D:"), ("pkdt", "s:"), ("adv", "^:"), ("ma2023", "v:"))]
     for ax, (label, kind) in zip(axes, BLOCKS):
         for name, keys, style, text in curves:
             pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)

@@ -70,18 +70,17 @@ TABLE1_K24 = tuple(f"{k}-kodak24" for k in TABLE1_ROWS)
 JPEG_ON = {"": "jpeg", "-div2k": "jpeg-div2k", "-kodak24": "jpeg-kodak24"}  # same images
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
 TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 on Cheng
-# Table 1 again from hyper-q4 trained 6000 steps more (1.15 dB over JPEG where hyper-q4 is
-# 0.77): does what Stage I / II do depend on how strong the codec is?
-RUNS["pretrained-q4long"] = ("results/cpu/hyper-q4-long/metrics_p2.json",
-                             f"{REPRO} q4-long eval-q4long")
-RUNS.update({f"{m}-q4long": (f"results/cpu/hyper-q4-long-{m}/metrics_p2.json",
-                             f"{REPRO} {m}-q4long eval-{m}-q4long") for m in METHODS})
-TABLE1_AT["q4long"] = ("pretrained-q4long", *(f"{m}-q4long" for m in METHODS))
-# hyper-q6 trained 8000 steps more (its rate was still climbing when it stopped); its clean
-# point against JPEG, not (yet) a Table 1
-RUNS["pretrained-q6long"] = ("results/cpu/hyper-q6-long/metrics_p2.json",
-                             f"{REPRO} q6-long eval-q6long")
-LONGER = ("pretrained-q4long", "pretrained-q6long")  # the pretrained codecs trained longer
+# Table 1 again from the codecs trained longer: hyper-q4 6000 steps more (1.15 dB over JPEG
+# where hyper-q4 is 0.77), hyper-q6 8000 steps more (its rate was still climbing when it
+# stopped): does what Stage I / II do depend on how strong the codec is?
+LONG = {"q4long": ("hyper-q4-long", "Hyper, 22000 steps"),  # rate point: (codec, what)
+        "q6long": ("hyper-q6-long", "lmbda 0.0483, 28000 steps")}
+for q, (c, _) in LONG.items():
+    RUNS[f"pretrained-{q}"] = (f"results/cpu/{c}/metrics_p2.json", f"{REPRO} {q[:2]}-long eval-{q}")
+    RUNS.update({f"{m}-{q}": (f"results/cpu/{c}-{m}/metrics_p2.json",
+                              f"{REPRO} {m}-{q} eval-{m}-{q}") for m in METHODS})
+    TABLE1_AT[q] = (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS))
+LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
 TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
           "pretrained-q6": "pretrained (lmbda 0.0483)",
@@ -96,9 +95,9 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
 LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.items()
                for m in METHODS})
 LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
-LABELS.update({f"{m}-q4long": f"{LABELS[m]}, from hyper-q4-long" for m in METHODS},
-              **{"pretrained-q4long": "pretrained (Hyper, 22000 steps: hyper-q4-long)",
-                 "pretrained-q6long": "pretrained (lmbda 0.0483, 28000 steps: hyper-q6-long)"})
+for q, (c, what) in LONG.items():
+    LABELS.update({f"{m}-{q}": f"{LABELS[m]}, from {c}" for m in METHODS},
+                  **{f"pretrained-{q}": f"pretrained ({what}: {c})"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -211,7 +210,7 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
 
     for key in (*PRETRAINED, *METHODS, "teacher-s1", "pkdt-s1", "adv-s1", "ma2023-s1",
                 *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]), *TABLE1_AT["cheng"],
-                *TABLE1_AT["q4long"], "pretrained-q6long"):
+                *(k for q in LONG for k in TABLE1_AT[q])):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)

@@ -23,8 +23,8 @@
 # each Stage II run 8-10, each evaluation 6-15), Stage I / II on Cheng ~1.3 h (teacher ~20 min,
 # Stage II ~25, evaluations ~15 each), the baselines on Cheng ~1.2 h, the Kodak-24 evaluations
 # ~35 min each (eight), the eps 1e-3 / DIV2K evaluations 5-12 min each, a second teacher ~25
-# min, hyper-q4-long (6000 steps more) ~35 min and Table 1 from it ~1.7 h: about 29
-# core-hours, ~14.5 h on two cores.
+# min, hyper-q4-long (6000 steps more) ~35 min and Table 1 from it ~1.7 h, hyper-q6-long (8000
+# steps more) ~45 min and Table 1 from it ~1.5 h: about 31 core-hours, ~15.5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -44,6 +44,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        q4-long clean-hyper-q4-long eval-k24-q1 eval-k24-q2 eval-k24-q6
        eval-q4long teacher-q4long pkdt-q4long adv-q4long ma2023-q4long eval-teacher-q4long
        eval-pkdt-q4long eval-adv-q4long eval-ma2023-q4long q6-long clean-hyper-q6-long eval-q6long
+       teacher-q6long pkdt-q6long adv-q6long ma2023-q6long eval-teacher-q6long eval-pkdt-q6long
+       eval-adv-q6long eval-ma2023-q6long
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -130,16 +132,16 @@ run_step() {
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "${1%-s1}" \
         -p teacher "$teacher" -p seed 1 ;;
-    teacher-q2|teacher-q6|teacher-cheng|teacher-q4long)  # Table 1 at the other codecs: Stage I ...
+    teacher-q[26]|teacher-cheng|teacher-q[46]long)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
       train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q4long|adv-q4long|ma2023-q4long)  # ... and Stage II from its own teacher
+    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long)  # ... and Stage II from its own teacher
       local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q4long)
+    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-}
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
                       [adv]="adversarial training" [ma2023]="Ma2023")
