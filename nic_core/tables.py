@@ -251,7 +251,12 @@ SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
               # distil the seed-0 teacher)
               ("teacher (Stage I): seed 1 - seed 0", "teacher", "teacher-s1"),
               ("PKDT - teacher, seed 0", "teacher", "pkdt"),
-              ("PKDT (from teacher seed 0) - teacher seed 1", "teacher-s1", "pkdt"))
+              ("PKDT (from teacher seed 0) - teacher seed 1", "teacher-s1", "pkdt"),
+              # the same undefended codec trained longer: does a stronger codec break less?
+              ("pretrained: hyper-q4-long - hyper-q4 (6000 steps more)", "pretrained-q4",
+               "pretrained-q4long"),
+              ("pretrained: hyper-q6-long - hyper-q6 (8000 steps more)", "pretrained-q6",
+               "pretrained-q6long"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
