@@ -109,7 +109,8 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    rows = -(-len(labels) // 5)  # the legend's rows below the panels
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * rows, 1, 1))
     return fig
 
 
