@@ -12,7 +12,7 @@ from typing import Any, Dict
 import pandas as pd
 
 from . import stats
-from .tables import OTHER_RATES, _damage
+from .tables import LONG, OTHER_RATES, _damage
 
 # The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
 # attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
@@ -108,8 +108,7 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
 # from the codecs trained longer (hyper-q4-long, hyper-q6-long)
 CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                 for q, where in (*((q, f"at lmbda {lm}") for q, lm in OTHER_RATES.items()),
-                                 ("q4long", "from hyper-q4-long (the stronger lmbda 0.013 codec)"),
-                                 ("q6long", "from hyper-q6-long (the stronger lmbda 0.0483 codec)"))
+                                 *((q, f"from {c} (trained longer)") for q, (c, _) in LONG.items()))
                 for claim, a, b in (
                     ("Stage I (teacher) is more robust than the pretrained codec", "pretrained",
                      "teacher"),
