@@ -46,6 +46,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-pkdt-q4long eval-adv-q4long eval-ma2023-q4long q6-long clean-hyper-q6-long eval-q6long
        teacher-q6long pkdt-q6long adv-q6long ma2023-q6long eval-teacher-q6long eval-pkdt-q6long
        eval-adv-q6long eval-ma2023-q6long
+       teacher-s1-q4long pkdt-s1-q4long adv-s1-q4long ma2023-s1-q4long eval-teacher-s1-q4long
+       eval-pkdt-s1-q4long eval-adv-s1-q4long eval-ma2023-s1-q4long ablations-q4long
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -132,6 +134,16 @@ run_step() {
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "${1%-s1}" \
         -p teacher "$teacher" -p seed 1 ;;
+    teacher-s1-q[46]long)  # a second training seed from a codec trained longer: Stage I ...
+      local q=${1##*-}
+      # shellcheck disable=SC2046
+      train "$(codec "$q")-teacher-s1" teacher params/cpu/hyper-q4/02_teacher.yaml \
+        $(rate_point "$q") -p seed 1 ;;
+    pkdt-s1-q[46]long|adv-s1-q[46]long|ma2023-s1-q[46]long)  # ... and Stage II (seed-0 teacher)
+      local m=${1%%-*} q=${1##*-}; local c; c=$(codec "$q")
+      # shellcheck disable=SC2046
+      train "$c-$m-s1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
+        -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") -p seed 1 ;;
     teacher-q[26]|teacher-cheng|teacher-q[46]long)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
@@ -142,10 +154,11 @@ run_step() {
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") ;;
     eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long)
-      local m=${1#eval-}; m=${m%-*}; local q=${1##*-}
+      local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
+      if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
                       [adv]="adversarial training" [ma2023]="Ma2023")
-      evaluate "$(codec "$q")-$m" "${label[$m]} ($q)" ;;
+      evaluate "$(codec "$q")-$m$s" "${label[$m]}${s:+, seed 1} ($q)" ;;
     eval-q4) evaluate hyper-q4 "pretrained (q4)" ;;
     eval-q2) evaluate hyper-q2 "pretrained (q2)" ;;
     eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
@@ -183,6 +196,10 @@ run_step() {
       variants_done params/cpu/hyper-q4/04_ablations.yaml && return
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
         -f params/cpu/hyper-q4/04_ablations.yaml -p threads "$T" ;;
+    ablations-q4long)  # Table 2 again, from hyper-q4-long and its teacher
+      variants_done params/cpu/hyper-q4-long/04_ablations.yaml && return
+      .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations_q4long.ipynb \
+        -f params/cpu/hyper-q4-long/04_ablations.yaml -p threads "$T" ;;
     tune)  # alpha, beta and Stage II length on the validation split (params/cpu/hyper-q4/04_tune.yaml)
       if ! variants_done params/cpu/hyper-q4/04_tune.yaml; then
         $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
