@@ -82,6 +82,8 @@ STAGE: Dict[str, Dict[str, Spec]] = {
     "pretrain": {
         "init": (str, None, None, "start from this codec's weights (fine-tune another rate "
                  "point from a trained codec; None: from scratch)"),
+        "init_widen": (bool, False, None, "init is a Hyper with fewer latent channels M: "
+                       "start as it, new channels unused (models.widen_latent)"),
     },
     "teacher": {
         "pretrained": (str, "runs/smoke/01_pretrain/checkpoint.pt", None,

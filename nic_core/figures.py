@@ -24,8 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
-                     PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_ROWS, TABLE2_ROWS, _cell, codecs,
-                     flat_markdown, load, markdown, _damage, matched_rate, seeds, table, tuning)
+                     PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_ROWS,
+                     TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load, markdown,
+                     _damage, matched_rate, seeds, table, tuning)
 from .claims import verdicts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,7 +274,9 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
     for name, rows, paper in (("table1", TABLE1_ROWS, PAPER_TABLE1),
                               *((f"table1_{q}", rows, {}) for q, rows in TABLE1_AT.items()),
                               ("table1_kodak24", TABLE1_K24, PAPER_K24),
-                              ("table2", TABLE2_ROWS, PAPER_TABLE2)):
+                              ("table2", TABLE2_ROWS, PAPER_TABLE2),
+                              *((f"table2_{q}", rows, PAPER_TABLE2_AT[q])
+                                for q, rows in TABLE2_AT.items())):
         df = table(found, rows, paper)
         tdir.mkdir(parents=True, exist_ok=True)
         df.round(4).to_csv(tdir / f"{name}.csv")

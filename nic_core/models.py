@@ -230,3 +230,50 @@ def net_parameters(model: torch.nn.Module):
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# Hyper's tensors whose shape follows M: (name, dim of M, how the new channels start)
+_M_TENSORS = {"g_a.6.weight": (0, "small"), "g_a.6.bias": (0, "small"),  # encoder: y's channels
+              "g_s.0.weight": (0, "zero"),  # decoder input (ConvTranspose: [in, out, k, k])
+              "h_a.0.weight": (1, "zero"),  # hyper-encoder input
+              "h_s.4.weight": (0, "zero"), "h_s.4.bias": (0, "scale")}  # scales of y
+
+
+@torch.no_grad()
+def widen_latent(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 0.1,
+                 scale_bias: float = 0.2) -> torch.nn.Module:
+    """Copy a trained Hyper codec into ``wide``, a Hyper with the same N and more latent
+    channels M, so that the wide codec starts as the narrow one (fine-tune it afterwards).
+
+    The old channels keep their weights. The new ones start unused: the decoder's and the
+    hyper-encoder's weights from them are zero (so ``x_hat`` and ``z`` are unchanged), the
+    encoder's weights to them are ``wide``'s random initialisation times ``small`` (so they
+    round to ~0 and the zero decoder weights receive a gradient, as in a LoRA update), and
+    their predicted scale is ``scale_bias`` (a small, live ReLU: ~0.02 bits per new value).
+    This is why a lmbda 0.0483 codec can grow from M 96 towards CompressAI's M 320 at that
+    quality without training from scratch (Net2Net-style widening, Chen et al. 2016).
+
+    Raises:
+        ValueError: when the codecs are not both Hyper, N differs, or ``wide`` is not wider.
+    """
+    kind = zoo_image.model_architectures[ARCHS["hyper"]]
+    if not (isinstance(narrow, kind) and isinstance(wide, kind)):
+        raise ValueError("widen_latent needs two 'hyper' codecs "
+                         f"(got {type(narrow).__name__}, {type(wide).__name__})")
+    old, new = dict(narrow.named_parameters()), dict(wide.named_parameters())
+    m0, m1 = old["g_a.6.weight"].shape[0], new["g_a.6.weight"].shape[0]
+    if old["g_a.0.weight"].shape != new["g_a.0.weight"].shape or m1 <= m0:
+        raise ValueError(f"widen_latent: N must match and M grow (narrow N={narrow.N}, M={m0}; "
+                         f"wide N={wide.N}, M={m1})")
+    for name, p in new.items():
+        if name not in _M_TENSORS:
+            p.copy_(old[name])
+            continue
+        dim, start = _M_TENSORS[name]
+        fresh = p.movedim(dim, 0)  # a view: writes go to p
+        if start == "small":
+            fresh[m0:] *= small
+        else:
+            fresh[m0:] = 0.0 if start == "zero" else scale_bias
+        fresh[:m0] = old[name].movedim(dim, 0)
+    return wide

@@ -81,7 +81,16 @@ for q, (c, _) in LONG.items():
                               f"{REPRO} {m}-{q} eval-{m}-{q}") for m in METHODS})
     TABLE1_AT[q] = (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS))
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
-TABLE2_ROWS = ("pkdt", "abl-no-smooth", "abl-no-dydx", "abl-no-dbpp")
+ABLATIONS = ("no-smooth", "no-dydx", "no-dbpp")
+TABLE2_ROWS = ("pkdt", *(f"abl-{v}" for v in ABLATIONS))
+# Table 2 and the second training seed again from hyper-q4-long, the lmbda 0.013 codec that
+# clears 1 dB over JPEG (hyper-q4 does not): key "{hyper-q4 key}-q4long"
+FROM_Q4LONG = (*(f"{m}-s1" for m in METHODS), *TABLE2_ROWS[1:])  # hyper-q4 keys moved to q4long
+RUNS.update({f"{m}-s1-q4long": (f"results/cpu/hyper-q4-long-{m}-s1/metrics_p2.json",
+                                f"{REPRO} {m}-s1-q4long eval-{m}-s1-q4long") for m in METHODS})
+RUNS.update({f"abl-{v}-q4long": (f"results/cpu/hyper-q4-long-ablations/{v}/metrics.json",
+                                 f"{REPRO} ablations-q4long") for v in ABLATIONS})
+TABLE2_AT = {"q4long": tuple(f"{k}-q4long" for k in TABLE2_ROWS)}
 LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (lmbda 0.0035)",
           "pretrained-q6": "pretrained (lmbda 0.0483)",
           "pretrained-q1": "pretrained (lmbda 0.0018)",
@@ -98,6 +107,7 @@ LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
 for q, (c, what) in LONG.items():
     LABELS.update({f"{m}-{q}": f"{LABELS[m]}, from {c}" for m in METHODS},
                   **{f"pretrained-{q}": f"pretrained ({what}: {c})"})
+LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in FROM_Q4LONG})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -114,6 +124,7 @@ PAPER_TABLE2 = {
     "abl-no-dydx": ((0.4355, 32.1549), (0.4301, 28.5293), (0.7075, 33.031)),
     "abl-no-dbpp": ((0.4332, 32.1463), (0.4279, 28.6224), (0.7083, 33.093)),
 }
+PAPER_TABLE2_AT = {q: dict(zip(rows, PAPER_TABLE2.values())) for q, rows in TABLE2_AT.items()}
 BLOCKS = (("clean", None), ("psnr attack", "worst-psnr"), ("bpp attack", "worst-bpp"))
 # robustness per image: PSNR change under the psnr attack (dB), rate change under the bpp
 # attack (% of the clean rate); mean and standard error over the images
@@ -240,7 +251,7 @@ def flat_markdown(df: pd.DataFrame) -> str:
 
 
 # (what, model a, model b): b - a, the seed-to-seed spread first, then the method difference
-SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
+SEED_PAIRS: Tuple[Tuple[str, str, str], ...] = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
               ("adversarial training: seed 1 - seed 0", "adv", "adv-s1"),
               ("PKDT - adversarial training, seed 0", "adv", "pkdt"),
               ("PKDT - adversarial training, seed 1", "adv-s1", "pkdt-s1"),
@@ -251,7 +262,11 @@ SEED_PAIRS = (("PKDT: seed 1 - seed 0", "pkdt", "pkdt-s1"),
               # distil the seed-0 teacher)
               ("teacher (Stage I): seed 1 - seed 0", "teacher", "teacher-s1"),
               ("PKDT - teacher, seed 0", "teacher", "pkdt"),
-              ("PKDT (from teacher seed 0) - teacher seed 1", "teacher-s1", "pkdt"),
+              ("PKDT (from teacher seed 0) - teacher seed 1", "teacher-s1", "pkdt"))
+# the same pairs from hyper-q4-long (keys "{key}-q4long"; both are "pkdt-q4long" for PKDT seed 0)
+SEED_PAIRS += tuple((f"{what}, from {LONG['q4long'][0]}", f"{a}-q4long", f"{b}-q4long")
+                    for what, a, b in SEED_PAIRS)
+SEED_PAIRS += (
               # the same undefended codec trained longer: does a stronger codec break less?
               ("pretrained: hyper-q4-long - hyper-q4 (6000 steps more)", "pretrained-q4",
                "pretrained-q4long"),

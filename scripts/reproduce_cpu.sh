@@ -48,6 +48,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-adv-q6long eval-ma2023-q6long
        teacher-s1-q4long pkdt-s1-q4long adv-s1-q4long ma2023-s1-q4long eval-teacher-s1-q4long
        eval-pkdt-s1-q4long eval-adv-s1-q4long eval-ma2023-s1-q4long ablations-q4long
+       q6-wide clean-hyper-q6-wide eval-q6wide
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -116,7 +117,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q4-long|q6-long|q6-wide) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while unfinished)
       local name=${1#clean-}
@@ -164,6 +165,7 @@ run_step() {
     eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
     eval-q4long) evaluate hyper-q4-long "pretrained (q4, 22000 steps)" ;;
     eval-q6long) evaluate hyper-q6-long "pretrained (q6, 28000 steps)" ;;
+    eval-q6wide) evaluate hyper-q6-wide "pretrained (q6, M 192, widened from hyper-q6-long)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;

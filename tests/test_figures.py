@@ -160,6 +160,27 @@ def test_every_results_file_names_a_step_of_the_reproduction_script():
     assert figures.LABELS["pkdt-q6"] == "Ours (PKDT), lmbda 0.0483"
 
 
+def test_table2_and_seed_1_again_from_hyper_q4_long_read_the_files_its_steps_write():
+    """Table 2 from hyper-q4-long: the paper's rows beside ours in the same order, read from the
+    results_dir its params file names; the seed-1 claims and pairs moved with it."""
+    import yaml
+    from nic_core import claims
+    rows = tables.TABLE2_AT["q4long"]
+    assert rows == tuple(f"{k}-q4long" for k in tables.TABLE2_ROWS)
+    assert list(tables.PAPER_TABLE2_AT["q4long"]) == list(rows)
+    assert list(tables.PAPER_TABLE2_AT["q4long"].values()) == list(tables.PAPER_TABLE2.values())
+    p = yaml.safe_load((ROOT / "params" / "cpu" / "hyper-q4-long" / "04_ablations.yaml").read_text())
+    assert p["pretrained"] == "models/cpu/hyper-q4-long/model.pt"
+    assert p["teacher"] == "models/cpu/hyper-q4-long-teacher/model.pt"
+    for v in p["variants"].split(","):
+        assert tables.RUNS[f"abl-{v}-q4long"][0] == f"{p['results_dir']}/{v}/metrics.json"
+    moved = {(a, b) for _, _, a, b, _, _ in claims.CLAIMS if a and a.endswith("-s1-q4long")}
+    assert moved == {("adv-s1-q4long", "pkdt-s1-q4long"), ("ma2023-s1-q4long", "pkdt-s1-q4long"),
+                     ("teacher-s1-q4long", "pkdt-q4long")}
+    assert ("PKDT: seed 1 - seed 0, from hyper-q4-long", "pkdt-q4long", "pkdt-s1-q4long") \
+        in tables.SEED_PAIRS
+
+
 def test_codecs_set_each_image_set_against_jpeg_on_the_same_images():
     """The codecs table's margins over JPEG: Kodak-8 rows against JPEG on those 8 crops, each
     VARIANTS row (DIV2K, all 24 Kodak crops) against JPEG on its own images."""

@@ -282,6 +282,35 @@ def test_init_starts_a_rate_point_from_a_trained_codec(smoke_run_dir, tmp_path):
     assert not torch.equal(fresh.g_a[0].weight, model.g_a[0].weight)
 
 
+def test_init_widen_grows_m_and_starts_as_the_narrow_codec(smoke_run_dir, tmp_path):
+    """``init_widen``: a Hyper with twice the latent channels decodes exactly what the trained
+    narrow codec decodes, pays almost no rate for the unused channels, and its new decoder
+    weights receive a gradient (they would stay at zero if the new latents were exactly zero);
+    without the flag, or with another N, it is refused."""
+    from nic_core import runs
+    from nic_core.models import widen_latent
+    ck = str(smoke_run_dir / "checkpoint.pt")
+    narrow = checkpoints.load_model(ck).eval()
+    cfg = {**config.defaults("pretrain", N=48, M=128, init=ck, init_widen=True,
+                             run_dir=str(tmp_path)), "stage": "pretrain"}
+    wide = runs.build_student(cfg, "cpu")
+    assert wide.training and wide.g_a[6].weight.shape[0] == 128
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = codec_forward(narrow, x, "round"), codec_forward(wide.eval(), x, "round")
+    torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=0)
+    assert 0 < (b["bpp"] - a["bpp"]).max() < 0.01  # 64 new channels at a scale of 0.2
+    out = codec_forward(wide.train(), x, "noise")
+    ((out["x_hat"] - x) ** 2).mean().backward()
+    assert wide.g_s[0].weight.grad[64:].abs().sum() > 0
+    with pytest.raises(ValueError, match="set init_widen true"):
+        runs.build_student({**cfg, "init_widen": False}, "cpu")
+    with pytest.raises(ValueError, match="N must match"):
+        runs.build_student({**cfg, "N": 32}, "cpu")
+    with pytest.raises(ValueError, match="two 'hyper' codecs"):
+        widen_latent(narrow, build_model("cheng2020-anchor", N=48))
+
+
 def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tmp_path, tiny_data):
     """SIGTERM mid-training: a checkpoint at the signal, a clean exit (status 0) with a message,
     and the rerun reaches the same final weights as an uninterrupted run."""
