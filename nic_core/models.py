@@ -257,7 +257,7 @@ def widen_latent(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 
         ValueError: when the codecs are not both Hyper, N differs, or ``wide`` is not wider.
     """
     kind = zoo_image.model_architectures[ARCHS["hyper"]]
-    if not (isinstance(narrow, kind) and isinstance(wide, kind)):
+    if not (type(narrow) is kind and type(wide) is kind):  # not a subclass (Cheng is one)
         raise ValueError("widen_latent needs two 'hyper' codecs "
                          f"(got {type(narrow).__name__}, {type(wide).__name__})")
     old, new = dict(narrow.named_parameters()), dict(wide.named_parameters())

@@ -81,6 +81,10 @@ for q, (c, _) in LONG.items():
                               f"{REPRO} {m}-{q} eval-{m}-{q}") for m in METHODS})
     TABLE1_AT[q] = (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS))
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
+# hyper-q6-long widened from M 96 to 192 and trained as long again (is q6 held back by width?)
+WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
+                              f"{REPRO} q6-wide eval-q6wide")}
+RUNS.update(WIDE)
 ABLATIONS = ("no-smooth", "no-dydx", "no-dbpp")
 TABLE2_ROWS = ("pkdt", *(f"abl-{v}" for v in ABLATIONS))
 # Table 2 and the second training seed again from hyper-q4-long, the lmbda 0.013 codec that
@@ -107,7 +111,9 @@ LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
 for q, (c, what) in LONG.items():
     LABELS.update({f"{m}-{q}": f"{LABELS[m]}, from {c}" for m in METHODS},
                   **{f"pretrained-{q}": f"pretrained ({what}: {c})"})
-LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in FROM_Q4LONG})
+LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in FROM_Q4LONG},
+              **{"pretrained-q6wide": "pretrained (lmbda 0.0483, M 192 widened from "
+                 "hyper-q6-long, 8000 steps: hyper-q6-wide)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -221,7 +227,8 @@ def codecs(found: Dict[str, Dict[str, Any]], root=".") -> pd.DataFrame:
 
     for key in (*PRETRAINED, *METHODS, "teacher-s1", "pkdt-s1", "adv-s1", "ma2023-s1",
                 *(k for q in OTHER_RATES for k in TABLE1_AT[q][1:]), *TABLE1_AT["cheng"],
-                *(k for q in LONG for k in TABLE1_AT[q])):
+                *(k for q in LONG for k in TABLE1_AT[q]), *(f"{m}-s1-q4long" for m in METHODS),
+                *WIDE):
         path = RUNS[key][0]
         clean = Path(root) / path.replace("metrics_p2.json", "metrics_clean.json")
         r = found.get(key) or (load_results(clean) if clean.is_file() else None)

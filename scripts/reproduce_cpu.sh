@@ -24,7 +24,8 @@
 # Stage II ~25, evaluations ~15 each), the baselines on Cheng ~1.2 h, the Kodak-24 evaluations
 # ~35 min each (eight), the eps 1e-3 / DIV2K evaluations 5-12 min each, a second teacher ~25
 # min, hyper-q4-long (6000 steps more) ~35 min and Table 1 from it ~1.7 h, hyper-q6-long (8000
-# steps more) ~45 min and Table 1 from it ~1.5 h: about 31 core-hours, ~15.5 h on two cores.
+# steps more) ~45 min and Table 1 from it ~1.5 h, the seed-1 runs from hyper-q4-long ~1.5 h,
+# Table 2 from it ~1 h, hyper-q6-wide ~1 h: about 35 core-hours, ~17.5 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
