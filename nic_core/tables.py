@@ -278,7 +278,9 @@ SEED_PAIRS += (
               ("pretrained: hyper-q4-long - hyper-q4 (6000 steps more)", "pretrained-q4",
                "pretrained-q4long"),
               ("pretrained: hyper-q6-long - hyper-q6 (8000 steps more)", "pretrained-q6",
-               "pretrained-q6long"))
+               "pretrained-q6long"),
+              ("pretrained: hyper-q6-wide - hyper-q6-long (M 192, 8000 steps more)",
+               "pretrained-q6long", "pretrained-q6wide"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:

@@ -365,9 +365,9 @@ def test_cosine_schedule_uses_the_budget(smoke, kodak_small):
     """The decaying step lets the eq. 6 / eq. 7 noise settle on the budget boundary (the final
     iterate: the strongest held one may come earlier, with less of the budget)."""
     for kind in ("psnr", "bpp"):
-        out = attack(smoke, kodak_small, kind, eps=EPS, iterations=30, keep_best=False)
+        out = attack(smoke, kodak_small, kind, eps=EPS, iterations=60, keep_best=False)
         # > 0.9: 0.93-1.0 measured on smoke codecs trained on different crops
-        assert (out["budget_use"] > 0.9).all(), (kind, out["budget_use"])
+        print(kind, out["budget_use"]); assert (out["budget_use"] > 0.9).all(), (kind, out["budget_use"])
 
 
 @pytest.mark.parametrize("spec, expected", [
