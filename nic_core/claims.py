@@ -125,6 +125,7 @@ CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, f"{a}-q4long", f"{b
                 if attack is None and {a, b} & set(FROM_Q4LONG)
                 and {a, b} <= {*FROM_Q4LONG, "pkdt", "adv", "ma2023", "teacher"})
 
+
 def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
     """One row per claim and side: the paper's number, ours with a 95 % paired bootstrap
     interval over the images, and the verdict: *confirmed at this scale* (the interval

@@ -250,8 +250,10 @@ def widen_latent(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 
     encoder's weights to them are ``wide``'s random initialisation times ``small`` (so they
     round to ~0 and the zero decoder weights receive a gradient, as in a LoRA update), and
     their predicted scale is ``scale_bias`` (a small, live ReLU: ~0.02 bits per new value).
-    This is why a lmbda 0.0483 codec can grow from M 96 towards CompressAI's M 320 at that
-    quality without training from scratch (Net2Net-style widening, Chen et al. 2016).
+    It lets a trained codec grow towards CompressAI's M (320 at lmbda 0.0483 where ours has 96)
+    without training from scratch (Net2Net-style widening, Chen et al. 2016). Measured on
+    hyper-q6-long to M 192 (README, "The codecs under attack"): +0.11 dB after 8000 steps, and
+    a rate that the bpp attack inflates far more (+90 % against +21 %).
 
     Raises:
         ValueError: when the codecs are not both Hyper, N differs, or ``wide`` is not wider.

@@ -366,8 +366,9 @@ def test_cosine_schedule_uses_the_budget(smoke, kodak_small):
     iterate: the strongest held one may come earlier, with less of the budget)."""
     for kind in ("psnr", "bpp"):
         out = attack(smoke, kodak_small, kind, eps=EPS, iterations=60, keep_best=False)
-        # > 0.9: 0.93-1.0 measured on smoke codecs trained on different crops
-        print(kind, out["budget_use"]); assert (out["budget_use"] > 0.9).all(), (kind, out["budget_use"])
+        # > 0.9: 0.99-1.0 measured with 60 iterations; with 30 one machine's smoke codec
+        # stopped at 0.80 on the bpp side (0.93-1.0 on others): too few steps to settle
+        assert (out["budget_use"] > 0.9).all(), (kind, out["budget_use"])
 
 
 @pytest.mark.parametrize("spec, expected", [
