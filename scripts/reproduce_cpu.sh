@@ -50,6 +50,10 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        teacher-s1-q4long pkdt-s1-q4long adv-s1-q4long ma2023-s1-q4long eval-teacher-s1-q4long
        eval-pkdt-s1-q4long eval-adv-s1-q4long eval-ma2023-s1-q4long ablations-q4long
        q6-wide clean-hyper-q6-wide eval-q6wide
+       eval-eps-q4long eval-eps-teacher-q4long eval-eps-pkdt-q4long eval-eps-adv-q4long
+       eval-eps-ma2023-q4long eval-div2k-q4long eval-div2k-teacher-q4long eval-div2k-pkdt-q4long
+       eval-div2k-adv-q4long eval-div2k-ma2023-q4long eval-k24-q4long eval-k24-teacher-q4long
+       eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -160,6 +164,28 @@ run_step() {
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") ;;
+    eval-eps-*|eval-div2k-*|eval-k24-*)  # another budget or other images: eps = 1e-3 (Fig. 4),
+      # the DIV2K validation images at hand, all 24 Kodak images (crops); Hyper codecs (q1-q6)
+      # and the lmbda 0.013 Stage I / II models, from hyper-q4 and from hyper-q4-long (before the
+      # protocol-2 branch below, whose eval-*-q4long would catch eval-eps-pkdt-q4long)
+      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name
+      case $m in
+        q[1246]) name=hyper-$m ;;
+        q4long) name=hyper-q4-long ;;
+        teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
+        teacher-q4long|pkdt-q4long|adv-q4long|ma2023-q4long) name=hyper-q4-long-${m%-q4long} ;;
+        *) echo "unknown step $1" >&2; exit 2 ;;
+      esac
+      local -A file=([eps]=eps1e-3 [div2k]=div2k [k24]=kodak24)
+      local -A what=([eps]="eps 1e-3" [div2k]=DIV2K [k24]="Kodak 24")
+      local -A over=([eps]="-p eps 0.001" [div2k]="-p eval_set div2k-valid -p eval_limit 0"
+                     [k24]="-p eval_limit 0")
+      local out=results/cpu/$name/metrics_p2_${file[$v]}.json
+      if [ -f "$out" ]; then echo "== $out: exists"; return; fi
+      if ! is_done "$name"; then echo "== $name: not trained yet, evaluation skipped"; return; fi
+      # shellcheck disable=SC2086  # the overrides are meant to split
+      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
+        "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}" ;;
     eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
@@ -182,24 +208,6 @@ run_step() {
     eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
     eval-ma2023-s1) evaluate hyper-q4-ma2023-s1 "Ma2023, seed 1" ;;
     eval-teacher-s1) evaluate hyper-q4-teacher-s1 "teacher (Stage I), seed 1" ;;
-    eval-eps-*|eval-div2k-*|eval-k24-*)  # another budget or other images: eps = 1e-3 (Fig. 4),
-      # the DIV2K validation images at hand, all 24 Kodak images (crops); Hyper codecs (q1-q6)
-      # and the lmbda 0.013 Stage I / II models
-      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name
-      case $m in
-        q[1246]) name=hyper-$m ;;
-        teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
-        *) echo "unknown step $1" >&2; exit 2 ;;
-      esac
-      local -A file=([eps]=eps1e-3 [div2k]=div2k [k24]=kodak24)
-      local -A what=([eps]="eps 1e-3" [div2k]=DIV2K [k24]="Kodak 24")
-      local -A over=([eps]="-p eps 0.001" [div2k]="-p eval_set div2k-valid -p eval_limit 0"
-                     [k24]="-p eval_limit 0")
-      local out=results/cpu/$name/metrics_p2_${file[$v]}.json
-      if [ -f "$out" ]; then echo "== $out: exists"; return; fi
-      # shellcheck disable=SC2086  # the overrides are meant to split
-      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
-        "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}" ;;
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       variants_done params/cpu/hyper-q4/04_ablations.yaml && return
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
