@@ -12,7 +12,7 @@ from typing import Any, Dict
 import pandas as pd
 
 from . import stats
-from .tables import FROM_Q4LONG, LONG, OTHER_RATES, _damage
+from .tables import FROM_Q4LONG, LONG, OTHER_RATES, VARIANTS, _damage, at_q4long
 
 # The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
 # attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
@@ -124,6 +124,11 @@ CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, f"{a}-q4long", f"{b
                  paper, attack) for claim, side, a, b, paper, attack in CLAIMS
                 if attack is None and {a, b} & set(FROM_Q4LONG)
                 and {a, b} <= {*FROM_Q4LONG, "pkdt", "adv", "ma2023", "teacher"})
+# ... and every claim at eps 1e-3, on DIV2K and on all 24 Kodak images (keys "{base}-{suffix}")
+CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4long(b), paper,
+                 attack) for claim, side, a, b, paper, attack in CLAIMS
+                if a is not None and all(any(k.endswith(f"-{v}") for v in VARIANTS) for k in (a, b))
+                and "q4long" not in a + b)
 
 
 def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:

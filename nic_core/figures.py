@@ -24,9 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
-                     PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_ROWS,
-                     TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load, markdown,
-                     _damage, matched_rate, seeds, table, tuning)
+                     PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
+                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
+                     markdown, _damage, at_q4long, matched_rate, seeds, table, tuning)
 from .claims import verdicts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,16 +147,19 @@ EPS_MODELS = (("pretrained", "pretrained (Hyper)"), ("teacher", "Stage I (teache
               ("pkdt", "Ours (PKDT)"), ("adv", "adversarial training"), ("ma2023", "Ma2023"))
 EPS_ROWS = (("pretrained-q4", *(m for m, _ in EPS_MODELS[1:])),
             ("pretrained-q4-eps1e-3", *(f"{m}-eps1e-3" for m, _ in EPS_MODELS[1:])))
+# the same from hyper-q4-long and its Stage I / II models
+EPS_ROWS_Q4LONG = tuple(tuple(at_q4long(k) for k in row) for row in EPS_ROWS)
 
 
-def fig_eps(found: Dict[str, Dict[str, Any]]):
+def fig_eps(found: Dict[str, Dict[str, Any]], rows=EPS_ROWS, title: Optional[str] = None):
     """Fig. 4 at CPU scale: the damage of the worst-case attacks at eps 5e-4 and 1e-3 (the
     paper's two budgets), pretrained vs Stage I vs PKDT vs the two baselines; mean over the
-    images, standard-error bars."""
+    images, standard-error bars. ``rows``: the keys at each budget (:data:`EPS_ROWS`, from
+    hyper-q4, or :data:`EPS_ROWS_Q4LONG`)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
     for ax, side, unit in ((axes[0], "psnr", "PSNR change under the psnr attack (dB)"),
                            (axes[1], "bpp", "rate gain under the bpp attack (%)")):
-        for j, (eps, keys) in enumerate(zip(("5e-4", "1e-3"), EPS_ROWS)):
+        for j, (eps, keys) in enumerate(zip(("5e-4", "1e-3"), rows)):
             for i, k in enumerate(keys):
                 if k not in found:
                     continue
@@ -170,6 +173,8 @@ def fig_eps(found: Dict[str, Dict[str, Any]]):
         ax.set_ylabel(unit, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, title="budget (light: 1e-3)", title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -274,6 +279,8 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
     for name, rows, paper in (("table1", TABLE1_ROWS, PAPER_TABLE1),
                               *((f"table1_{q}", rows, {}) for q, rows in TABLE1_AT.items()),
                               ("table1_kodak24", TABLE1_K24, PAPER_K24),
+                              *((f"table1_kodak24_{q}", rows, {})
+                                for q, rows in TABLE1_K24_AT.items()),
                               ("table2", TABLE2_ROWS, PAPER_TABLE2),
                               *((f"table2_{q}", rows, PAPER_TABLE2_AT[q])
                                 for q, rows in TABLE2_AT.items())):
@@ -313,10 +320,13 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += save(learning, out, "learning_curves_cpu")
     if any("ma2023@noise" in r.get("attacks", {}) for r in found.values()):
         written += save(fig_ma2023(found), out, "fig5_ma2023_cpu")
-    if any(k in found for k in EPS_ROWS[1]):
-        written += save(fig_eps(found), out, "fig4_eps_cpu")
-    else:
-        notes.append("fig4_eps_cpu: no eps 1e-3 results yet")
+    for name, rows, title in (("fig4_eps_cpu", EPS_ROWS, None),
+                              ("fig4_eps_q4long_cpu", EPS_ROWS_Q4LONG,
+                               f"from {LONG['q4long'][0]} (22000 steps) and its Stage I / II")):
+        if any(k in found for k in rows[1]):
+            written += save(fig_eps(found, rows, title), out, name)
+        else:
+            notes.append(f"{name}: no eps 1e-3 results yet")
     return {"written": written, "notes": notes, "found": sorted(found)}
 
 

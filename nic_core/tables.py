@@ -63,9 +63,6 @@ VARIANTS = {  # suffix: (step, label, bases)
     "div2k": ("div2k", "DIV2K", (*PRETRAINED, *METHODS)),  # the 4 DIV2K LR x4 images at hand
     "kodak24": ("k24", "Kodak 24", (*PRETRAINED, *METHODS)),  # all 24 (the others: the first 8)
 }
-RUNS.update({f"{b}-{suffix}": (RUNS[b][0].replace("metrics_p2", f"metrics_p2_{suffix}"),
-                               f"{REPRO} eval-{step}-{b.replace('pretrained-', '')}")
-             for suffix, (step, _, bases) in VARIANTS.items() for b in bases})
 TABLE1_K24 = tuple(f"{k}-kodak24" for k in TABLE1_ROWS)
 JPEG_ON = {"": "jpeg", "-div2k": "jpeg-div2k", "-kodak24": "jpeg-kodak24"}  # same images
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
@@ -81,6 +78,40 @@ for q, (c, _) in LONG.items():
                               f"{REPRO} {m}-{q} eval-{m}-{q}") for m in METHODS})
     TABLE1_AT[q] = (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS))
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
+# the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
+# models (their weights are not committed: `RETRAIN=1` trains them again first; the
+# retrained Stage I / II models are not bit-identical to those of Table 1 from hyper-q4-long)
+VARIANTS = {suffix: (step, what, (*bases, *TABLE1_AT["q4long"]))
+            for suffix, (step, what, bases) in VARIANTS.items()}
+
+
+def _variant_cmd(base: str, step: str) -> str:
+    """The command that evaluates ``base`` with another budget / on other images, after the
+    steps that train it (and the teacher it distils) where their weights are not committed
+    (those steps then say to set ``RETRAIN=1``)."""
+    ev = f"eval-{step}-{base.replace('pretrained-', '')}"
+    if base not in TABLE1_AT["q4long"][1:]:
+        return f"{REPRO} {ev}"
+    train = dict.fromkeys(("teacher-q4long", base))  # the teacher first, once
+    return f"{REPRO} {' '.join(train)} {ev}"
+
+
+RUNS.update({f"{b}-{suffix}": (RUNS[b][0].replace("metrics_p2", f"metrics_p2_{suffix}"),
+                               _variant_cmd(b, step))
+             for suffix, (step, _, bases) in VARIANTS.items() for b in bases})
+TABLE1_K24_AT = {"q4long": tuple(f"{k}-kodak24" for k in TABLE1_AT["q4long"])}
+
+
+def at_q4long(key: str) -> str:
+    """The hyper-q4-long twin of a hyper-q4 key: ``"pkdt"`` -> ``"pkdt-q4long"``,
+    ``"pretrained-q4-eps1e-3"`` -> ``"pretrained-q4long-eps1e-3"``, ``"adv-s1"`` ->
+    ``"adv-s1-q4long"``."""
+    for suffix in VARIANTS:
+        if key.endswith(f"-{suffix}"):
+            return f"{at_q4long(key[:-len(suffix) - 1])}-{suffix}"
+    return "pretrained-q4long" if key == "pretrained-q4" else f"{key}-q4long"
+
+
 # hyper-q6-long widened from M 96 to 192 and trained as long again (is q6 held back by width?)
 WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
                               f"{REPRO} q6-wide eval-q6wide")}

@@ -207,3 +207,25 @@ def test_rd_figure_draws_jpeg_over_the_learned_codecs_rate_range_only():
     jpeg = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("JPEG")]
     top = max(found[k]["results"]["bpp"][0] for k in ("pretrained-q4", "pretrained-q6"))
     assert len(jpeg) == 1 and 0.9 * top < max(jpeg[0].get_xdata()) <= 1.3 * top
+
+
+def test_eps_div2k_kodak24_from_hyper_q4_long_are_the_hyper_q4_ones_moved():
+    """The eps 1e-3 / DIV2K / Kodak-24 evaluations from hyper-q4-long: each hyper-q4 key has
+    its twin (same results-file name in the q4long model's folder, a script step that makes
+    it), and every claim on those evaluations is asked again of the twins."""
+    from nic_core import claims
+    assert tables.at_q4long("pretrained-q4-eps1e-3") == "pretrained-q4long-eps1e-3"
+    assert tables.at_q4long("pkdt-kodak24") == "pkdt-q4long-kodak24"
+    assert tables.at_q4long("adv-s1") == "adv-s1-q4long"
+    assert tables.RUNS["pkdt-q4long-div2k"] == (
+        "results/cpu/hyper-q4-long-pkdt/metrics_p2_div2k.json",
+        f"{tables.REPRO} teacher-q4long pkdt-q4long eval-div2k-pkdt-q4long")
+    assert tables.RUNS["pretrained-q4long-eps1e-3"][1] == f"{tables.REPRO} eval-eps-q4long"
+    assert figures.EPS_ROWS_Q4LONG[1] == ("pretrained-q4long-eps1e-3", "teacher-q4long-eps1e-3",
+                                          "pkdt-q4long-eps1e-3", "adv-q4long-eps1e-3",
+                                          "ma2023-q4long-eps1e-3")
+    pairs = {(a, b) for _, _, a, b, _, _ in claims.CLAIMS if a}
+    on_variants = [(a, b) for a, b in pairs if "q4long" not in a + b
+                   and any(a.endswith(f"-{v}") for v in tables.VARIANTS)]
+    assert len(on_variants) == 13
+    assert all((tables.at_q4long(a), tables.at_q4long(b)) in pairs for a, b in on_variants)
