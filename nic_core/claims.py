@@ -7,7 +7,7 @@ a verdict. The models are the keys of :data:`nic_core.tables.RUNS`.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import pandas as pd
 
@@ -131,34 +131,113 @@ CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4
                 and "q4long" not in a + b)
 
 
+def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: str,
+            attack: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """One claim on one side: the 95 % paired bootstrap interval over the images of b's damage
+    minus a's (``a`` None: b's damage itself) and its verdict, *confirmed at this scale* (the
+    interval excludes 0 in the paper's direction), *not confirmed* (it contains 0) or
+    *refuted* (it excludes 0 in the other direction); None when a results file is missing."""
+    if b not in found or (a is not None and a not in found):
+        return None
+    db = _damage(found[b], side, attack)
+    if a is None:
+        diffs = list(db.values())
+        good = -1 if side == "psnr" else 1  # damage: a PSNR loss, a rate gain
+    else:
+        da = _damage(found[a], side, attack)
+        diffs = [db[n] - da[n] for n in db if n in da]
+        good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
+    ci = stats.bootstrap_ci(diffs)
+    if ci["lo"] <= 0 <= ci["hi"]:
+        v = "not confirmed (interval contains 0)"
+    elif (ci["mean"] > 0) == (good > 0):
+        v = "confirmed at this scale"
+    else:
+        v = "refuted at this scale"
+    return {**ci, "verdict": v}
+
+
 def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
     """One row per claim and side: the paper's number, ours with a 95 % paired bootstrap
-    interval over the images, and the verdict: *confirmed at this scale* (the interval
-    excludes 0 in the paper's direction), *not confirmed* (it contains 0), *refuted* (it
-    excludes 0 in the other direction), or *not run yet* (a results file is missing)."""
+    interval over the images, and the verdict (:func:`verdict`; *not run yet* where a results
+    file is missing)."""
     rows = []
     for claim, side, a, b, paper, attack in CLAIMS:
         unit = "dB" if side == "psnr" else "% rate"
         row = {"claim": claim, "side": f"{side} side ({unit})",
                "paper": None if paper is None else round(paper, 2)}
-        if b not in found or (a is not None and a not in found):
+        v = verdict(found, side, a, b, attack)
+        if v is None:
             rows.append({**row, "ours": None, "95% CI": "", "verdict": "not run yet"})
             continue
-        db = _damage(found[b], side, attack)
-        if a is None:
-            diffs = list(db.values())
-            good = -1 if side == "psnr" else 1  # damage: a PSNR loss, a rate gain
-        else:
-            da = _damage(found[a], side, attack)
-            diffs = [db[n] - da[n] for n in db if n in da]
-            good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
-        ci = stats.bootstrap_ci(diffs)
-        if ci["lo"] <= 0 <= ci["hi"]:
-            verdict = "not confirmed (interval contains 0)"
-        elif (ci["mean"] > 0) == (good > 0):
-            verdict = "confirmed at this scale"
-        else:
-            verdict = "refuted at this scale"
-        rows.append({**row, "ours": round(ci["mean"], 2),
-                     "95% CI": f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]", "verdict": verdict})
+        rows.append({**row, "ours": round(v["mean"], 2),
+                     "95% CI": f"[{v['lo']:+.2f}, {v['hi']:+.2f}]", "verdict": v["verdict"]})
     return pd.DataFrame(rows)
+
+
+# The verdict grid: Table 1's comparisons (rows) in every setting where they were run (columns),
+# each setting a map from the method ("pretrained", "teacher", "pkdt", "adv", "ma2023") to its
+# key in tables.RUNS. One look at where a claim holds and where it does not.
+GRID_COMPARISONS = (("Stage I > pretrained", "pretrained", "teacher"),
+                    ("Stage II > Stage I", "teacher", "pkdt"),
+                    ("PKDT > pretrained", "pretrained", "pkdt"),
+                    ("PKDT > adversarial training", "adv", "pkdt"),
+                    ("PKDT > Ma2023", "ma2023", "pkdt"))
+
+
+def _q4(m: str) -> str:
+    return "pretrained-q4" if m == "pretrained" else m
+
+
+GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
+    "hyper-q4, Kodak 8": _q4,
+    "hyper-q4, Kodak 24": lambda m: f"{_q4(m)}-kodak24",
+    "hyper-q4, eps 1e-3": lambda m: f"{_q4(m)}-eps1e-3",
+    "hyper-q4, DIV2K": lambda m: f"{_q4(m)}-div2k",
+    "hyper-q4-long, Kodak 8": lambda m: at_q4long(_q4(m)),
+    "hyper-q4-long, Kodak 24": lambda m: at_q4long(f"{_q4(m)}-kodak24"),
+    "hyper-q4-long, eps 1e-3": lambda m: at_q4long(f"{_q4(m)}-eps1e-3"),
+    "hyper-q4-long, DIV2K": lambda m: at_q4long(f"{_q4(m)}-div2k"),
+    **{f"lmbda {lm} (hyper-{q})": (lambda q: lambda m: f"{m}-{q}")(q)
+       for q, lm in OTHER_RATES.items()},
+    "lmbda 0.0483 (hyper-q6-long)": lambda m: f"{m}-q6long",
+    "Cheng (cheng-q4)": lambda m: "cheng-q4" if m == "pretrained" else f"{m}-cheng",
+}
+MARK = {"confirmed at this scale": "✓", "not confirmed (interval contains 0)": "~",
+        "refuted at this scale": "✗"}
+
+
+def grid(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """The verdict grid: one row per setting (:data:`GRID_SETTINGS`) and comparison
+    (:data:`GRID_COMPARISONS`) and side, with the mean difference, its interval and verdict
+    (:func:`verdict`, the same numbers as :func:`verdicts`); a missing run is left out."""
+    rows = []
+    for setting, key in GRID_SETTINGS.items():
+        for what, a, b in GRID_COMPARISONS:
+            for side in ("psnr", "bpp"):
+                v = verdict(found, side, key(a), key(b))
+                if v is not None:
+                    rows.append({"setting": setting, "comparison": what, "side": side,
+                                 "mean": v["mean"], "lo": v["lo"], "hi": v["hi"],
+                                 "verdict": v["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def grid_markdown(g: pd.DataFrame) -> str:
+    """The grid as one Markdown table: settings down, comparisons across, each cell
+    "quality side (dB) / rate side (% points)" with ✓ confirmed, ~ not confirmed, ✗ refuted."""
+    if g.empty:
+        return "(no results yet)"
+    cols = [w for w, _, _ in GRID_COMPARISONS]
+    lines = ["| setting | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for setting in dict.fromkeys(g["setting"]):
+        cells = []
+        for what in cols:
+            part = []
+            for side, unit in (("psnr", " dB"), ("bpp", " pts")):
+                r = g[(g.setting == setting) & (g.comparison == what) & (g.side == side)]
+                part.append("-" if r.empty else
+                            f"{r.iloc[0]['mean']:+.2f}{unit} {MARK[r.iloc[0]['verdict']]}")
+            cells.append(" / ".join(part))
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPE
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
                      TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
                      markdown, _damage, at_q4long, matched_rate, seeds, table, tuning)
-from .claims import verdicts  # noqa: E402
+from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # one colour per method in every figure
@@ -258,6 +258,46 @@ def fig_visual(root, image: str = "kodim04", attack: str = "psnr", eps: float = 
         f"visual grid: {image}, {attack} attack, eps {eps:g}, {iterations} iterations"
 
 
+VERDICT_COLOUR = {"confirmed at this scale": "#8fd18f", "not confirmed (interval contains 0)":
+                  "#e0e0e0", "refuted at this scale": "#f0a0a0"}
+
+
+def fig_verdicts(g):
+    """The verdict grid (:func:`nic_core.claims.grid`) as two coloured panels, quality side and
+    rate side: settings down, Table 1's comparisons across, each cell the mean paired
+    difference over the images, green where its 95 % interval confirms the paper's direction,
+    grey where it contains 0, red where it refutes it."""
+    settings = list(dict.fromkeys(g["setting"]))
+    comps = [w for w, _, _ in GRID_COMPARISONS]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.42 * len(settings) + 1.6))
+    for ax, (side, unit) in zip(axes, (("psnr", "quality side: dB less PSNR loss"),
+                                       ("bpp", "rate side: % points of rate gain"))):
+        for i, setting in enumerate(settings):
+            for j, what in enumerate(comps):
+                r = g[(g.setting == setting) & (g.comparison == what) & (g.side == side)]
+                if r.empty:
+                    colour_, text = "white", "not run"
+                else:
+                    colour_ = VERDICT_COLOUR[r.iloc[0]["verdict"]]
+                    text = f"{r.iloc[0]['mean']:+.2f} {MARK[r.iloc[0]['verdict']]}"
+                ax.add_patch(plt.Rectangle((j, i), 1, 1, color=colour_, ec="white", lw=1.5))
+                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7.5)
+        ax.set_xlim(0, len(comps))
+        ax.set_ylim(len(settings), 0)
+        ax.set_xticks([j + 0.5 for j in range(len(comps))], comps, rotation=20, ha="right",
+                      fontsize=8)
+        ax.set_yticks([i + 0.5 for i in range(len(settings))], settings, fontsize=8)
+        ax.tick_params(length=0)
+        ax.set_title(unit, fontsize=9)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[1].set_yticklabels([])
+    fig.suptitle("b > a: b more robust than a (paired over the images, 95 % bootstrap): "
+                 "green confirmed, grey interval contains 0, red refuted", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, out_dir: Path, name: str) -> List[Path]:
     """PNG and PDF without timestamps or version strings (rebuilt byte-for-byte on one setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +329,11 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         df.round(4).to_csv(tdir / f"{name}.csv")
         (tdir / f"{name}.md").write_text(markdown(df) + "\n")
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
+    g = grid(found)
+    (tdir / "verdict_grid.md").write_text(grid_markdown(g) + "\n")
+    written.append(tdir / "verdict_grid.md")
+    if not g.empty:
+        written += save(fig_verdicts(g), out, "fig_verdicts_cpu")
     for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root)),
                      ("seeds", seeds(found)), ("matched_rate", matched_rate(found)),
                      # the same on the other image sets, against their own pretrained curve

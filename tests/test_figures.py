@@ -229,3 +229,23 @@ def test_eps_div2k_kodak24_from_hyper_q4_long_are_the_hyper_q4_ones_moved():
                    and any(a.endswith(f"-{v}") for v in tables.VARIANTS)]
     assert len(on_variants) == 13
     assert all((tables.at_q4long(a), tables.at_q4long(b)) in pairs for a, b in on_variants)
+
+
+def test_verdict_grid_is_the_verdicts_of_table1_comparisons(root):
+    """The grid's cells are verdicts() of the same pairs (one number, two views); a setting
+    without results is left out, a missing cell reads "-"."""
+    from nic_core import claims
+    found, _ = figures.load(root)
+    g = claims.grid(found)
+    assert set(g["setting"]) == {"hyper-q4, Kodak 8"}  # the fixture has the q4 models only
+    assert len(g) == 2 * len(claims.GRID_COMPARISONS)
+    v = figures.verdicts(found).set_index(["claim", "side"])
+    row = v.loc[("Stage II (ours) is more robust than Stage I alone", "bpp side (% rate)")]
+    cell = g[(g.comparison == "Stage II > Stage I") & (g.side == "bpp")].iloc[0]
+    assert round(cell["mean"], 2) == row["ours"] and cell["verdict"] == row["verdict"]
+    md = claims.grid_markdown(g)
+    assert f"{cell['mean']:+.2f} pts ✗" in md  # refuted on the rate side (7.6 % more)
+    del found["ma2023"]
+    md = claims.grid_markdown(claims.grid(found))
+    assert md.splitlines()[2].endswith("| - / - |")  # PKDT > Ma2023 not run
+    assert claims.grid_markdown(claims.grid({})) == "(no results yet)"

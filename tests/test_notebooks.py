@@ -148,8 +148,8 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
                tables_dir=str(tmp_path / "tab"), visual_iterations=3)  # the grid's attack: short
     for name in ("table1.md", "table1.csv", "table1_q2.md", "table1_q6.md", "table1_cheng.md",
                  "table1_q4long.md", "table1_q6long.md",
-                 "table1_kodak24.md", "table2.md", "table2.csv", "table2_q4long.md",
-                 "verdicts.md", "codecs.md",
+                 "table1_kodak24.md", "table1_kodak24_q4long.md", "table2.md", "table2.csv",
+                 "table2_q4long.md", "verdicts.md", "verdict_grid.md", "codecs.md",
                  "seeds.md", "matched_rate.md", "matched_rate_div2k.md", "matched_rate_kodak24.md",
                  "tuning.md"):
         assert (tmp_path / "tab" / name).read_text() == \
@@ -157,8 +157,8 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
     fig = tmp_path / "fig"
     made = sorted(p.name for p in fig.iterdir()) if fig.exists() else []
     committed = sorted(p.name for p in (ROOT / "figures").iterdir()
-                       if p.stem.startswith(("fig1_", "fig3_", "fig4_", "fig5_", "learning_",
-                                             "visual_")))
+                       if p.stem.startswith(("fig1_", "fig3_", "fig4_", "fig5_", "fig_verdicts",
+                                             "learning_", "visual_")))
     assert made == committed, (made, committed)
     assert figures.PALETTE["pkdt"] != figures.PALETTE["adv"]
 
