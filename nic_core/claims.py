@@ -120,7 +120,7 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
 
 # Table 2 and the second-seed claims again from hyper-q4-long (1.15 dB over JPEG; hyper-q4, where
 # they were first run, is 0.77): every claim whose models are all in FROM_Q4LONG or seed 0
-CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, f"{a}-q4long", f"{b}-q4long",
+CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4long(b),
                  paper, attack) for claim, side, a, b, paper, attack in CLAIMS
                 if attack is None and {a, b} & set(FROM_Q4LONG)
                 and {a, b} <= {*FROM_Q4LONG, "pkdt", "adv", "ma2023", "teacher"})

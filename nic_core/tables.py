@@ -302,7 +302,7 @@ SEED_PAIRS: Tuple[Tuple[str, str, str], ...] = (("PKDT: seed 1 - seed 0", "pkdt"
               ("PKDT - teacher, seed 0", "teacher", "pkdt"),
               ("PKDT (from teacher seed 0) - teacher seed 1", "teacher-s1", "pkdt"))
 # the same pairs from hyper-q4-long (keys "{key}-q4long"; both are "pkdt-q4long" for PKDT seed 0)
-SEED_PAIRS += tuple((f"{what}, from {LONG['q4long'][0]}", f"{a}-q4long", f"{b}-q4long")
+SEED_PAIRS += tuple((f"{what}, from {LONG['q4long'][0]}", at_q4long(a), at_q4long(b))
                     for what, a, b in SEED_PAIRS)
 SEED_PAIRS += (
               # the same undefended codec trained longer: does a stronger codec break less?

@@ -25,7 +25,9 @@
 # ~35 min each (eight), the eps 1e-3 / DIV2K evaluations 5-12 min each, a second teacher ~25
 # min, hyper-q4-long (6000 steps more) ~35 min and Table 1 from it ~1.7 h, hyper-q6-long (8000
 # steps more) ~45 min and Table 1 from it ~1.5 h, the seed-1 runs from hyper-q4-long ~1.5 h,
-# Table 2 from it ~1 h, hyper-q6-wide ~1 h: about 35 core-hours, ~17.5 h on two cores.
+# Table 2 from it ~1 h, hyper-q6-wide ~1 h, the eps 1e-3 / DIV2K / Kodak-24 evaluations from
+# hyper-q4-long ~4.5 h (Kodak 24 ~37 min each; its Stage I / II weights are not committed:
+# RETRAIN=1 retrains them first, ~50 min): about 40 core-hours, ~20 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
