@@ -55,7 +55,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-q4long eval-eps-teacher-q4long eval-eps-pkdt-q4long eval-eps-adv-q4long
        eval-eps-ma2023-q4long eval-div2k-q4long eval-div2k-teacher-q4long eval-div2k-pkdt-q4long
        eval-div2k-adv-q4long eval-div2k-ma2023-q4long eval-k24-q4long eval-k24-teacher-q4long
-       eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long
+       eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long tune-q4long
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -218,17 +218,21 @@ run_step() {
       variants_done params/cpu/hyper-q4-long/04_ablations.yaml && return
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations_q4long.ipynb \
         -f params/cpu/hyper-q4-long/04_ablations.yaml -p threads "$T" ;;
-    tune)  # alpha, beta and Stage II length on the validation split (params/cpu/hyper-q4/04_tune.yaml)
-      if ! variants_done params/cpu/hyper-q4/04_tune.yaml; then
-        $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml -p threads "$T" \
-          -p progress false -p train_split train -p run_dir runs/cpu/hyper-q4-tune/teacher --no-eval
-        .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_tune.ipynb \
-          -f params/cpu/hyper-q4/04_tune.yaml -p threads "$T"
+    tune|tune-q4long)  # alpha, beta and Stage II length on the validation split
+      # (params/cpu/hyper-q4/04_tune.yaml; tune-q4long: the same from hyper-q4-long)
+      local c=hyper-q4 over="" q=q4
+      if [ "$1" = tune-q4long ]; then c=hyper-q4-long; over=$(rate_point q4long); q="q4, 22000 steps"; fi
+      if ! variants_done "params/cpu/$c/04_tune.yaml"; then
+        # shellcheck disable=SC2086  # rate_point's words are meant to split
+        $PY -m nic_core.runs teacher -f params/cpu/hyper-q4/02_teacher.yaml $over -p threads "$T" \
+          -p progress false -p train_split train -p run_dir "runs/cpu/$c-tune/teacher" --no-eval
+        .venv/bin/papermill notebooks/04_ablations.ipynb "runs/cpu/04_tune${1#tune}.ipynb" \
+          -f "params/cpu/$c/04_tune.yaml" -p threads "$T"
       fi
-      local out=results/cpu/hyper-q4-tune/pretrained/metrics.json  # the reference row
+      local out=results/cpu/$c-tune/pretrained/metrics.json  # the reference row
       [ -f "$out" ] || $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set val \
         -p eval_limit 0 -p eval_crop 192 -p eval_worst_case "" --eval-only \
-        models/cpu/hyper-q4/model.pt --out "$out" --name "pretrained (q4)" ;;
+        "models/cpu/$c/model.pt" --out "$out" --name "pretrained ($q)" ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     jpeg-div2k) $PY -m nic_core.jpeg -f "$EVAL" -p eval_set div2k-valid -p eval_limit 0 \
