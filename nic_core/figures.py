@@ -25,7 +25,7 @@ from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
-                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
+                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_DIR_AT, _cell, codecs, flat_markdown, load,
                      markdown, _damage, at_q4long, matched_rate, seeds, table, tuning)
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
@@ -339,7 +339,8 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
                      # the same on the other image sets, against their own pretrained curve
                      *((f"matched_rate_{s}", matched_rate(on_images(found, f"-{s}")))
                        for s in ("div2k", "kodak24")),
-                     ("tuning", tuning(root))):
+                     ("tuning", tuning(root)),
+                     *((f"tuning_{q}", tuning(root, d)) for q, d in TUNE_DIR_AT.items())):
         (tdir / f"{name}.md").write_text(flat_markdown(df) + "\n")
         written.append(tdir / f"{name}.md")
     if any(k in found for k in TABLE1_ROWS):

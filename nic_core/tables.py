@@ -397,14 +397,34 @@ def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
 
 
 TUNE_DIR = "results/cpu/hyper-q4-tune"  # params/cpu/hyper-q4/04_tune.yaml, `{REPRO} tune`
+# the same tuning from hyper-q4-long (params/cpu/hyper-q4-long/04_tune.yaml, `{REPRO} tune-q4long`)
+TUNE_DIR_AT = {"q4long": "results/cpu/hyper-q4-long-tune"}
+# the tuning rule, fixed before looking: which sign of "variant - best" is better, per column
+TUNE_BETTER = {"vs best: clean PSNR (dB)": +1, "vs best: clean rate (%)": -1,
+               "vs best: dPSNR (dB)": +1, "vs best: dbpp (% points)": -1}
+
+
+def tuning_rule(cis: Dict[str, Dict[str, Any]]) -> str:
+    """The tuning rule on a variant's paired intervals against ``best`` (columns of
+    :data:`TUNE_BETTER`): it replaces the configured values only if it shows less damage on
+    one attack side (interval excluding 0 on the good side), no more on the other, and no worse
+    clean point (no interval excluding 0 on the bad side of PSNR or rate). Returns ``"passes"``
+    or ``"fails: <the columns that are worse>"`` (``"fails: no side better"``)."""
+    worse = [k.split(": ", 1)[1].split(" (")[0] for k, sign in TUNE_BETTER.items()
+             if (cis[k]["hi"] if sign > 0 else -cis[k]["lo"]) < 0]
+    better = [k for k in ("vs best: dPSNR (dB)", "vs best: dbpp (% points)")
+              if (cis[k]["lo"] if TUNE_BETTER[k] > 0 else -cis[k]["hi"]) > 0]
+    if worse:
+        return "fails: " + ", ".join(f"{w} worse" for w in worse)
+    return "passes" if better else "fails: no side better"
 
 
 def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
     """Stage II tuning on the validation split (never Kodak): per variant of
-    ``params/cpu/hyper-q4/04_tune.yaml`` (and the pretrained codec, ``pretrained/``) its clean
-    point and damage, and the difference to the ``best`` (as configured) variant per image:
-    mean and 95 % paired bootstrap interval. A variant is better only where its interval
-    excludes 0."""
+    ``params/cpu/hyper-q4/04_tune.yaml`` (or ``tune_dir``'s, and the pretrained codec,
+    ``pretrained/``) its clean point and damage, the difference to the ``best`` (as configured)
+    variant per image: mean and 95 % paired bootstrap interval, and the verdict of the tuning
+    rule (:func:`tuning_rule`). A variant is better only where its interval excludes 0."""
     folder = Path(root) / tune_dir
     found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
     base = found.get("best")
@@ -420,13 +440,19 @@ def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
             ms = stats.mean_se(list(dmg[side].values()))
             row[label] = f"{ms['mean']:+.2f}" + (f" ± {ms['se']:.2f}" if ms["se"] else "")
         if base is not None and name != "best":
-            row["vs best: clean PSNR (dB)"] = _paired(
-                stats.per_image_values(base, None, "psnr-rgb"),
-                stats.per_image_values(r, None, "psnr-rgb"))
             b0, b1 = (stats.per_image_values(x, None, "bpp") for x in (base, r))
-            row["vs best: clean rate (%)"] = _paired(
-                {n: 100.0 for n in b0}, {n: 100 * v / b0[n] for n, v in b1.items() if n in b0})
-            row["vs best: dPSNR (dB)"] = _paired(_damage(base, "psnr", "psnr"), dmg["psnr"])
-            row["vs best: dbpp (% points)"] = _paired(_damage(base, "bpp", "bpp"), dmg["bpp"])
+            pairs = {"vs best: clean PSNR (dB)": (stats.per_image_values(base, None, "psnr-rgb"),
+                                                  stats.per_image_values(r, None, "psnr-rgb")),
+                     "vs best: clean rate (%)": ({n: 100.0 for n in b0},
+                                                 {n: 100 * v / b0[n] for n, v in b1.items()
+                                                  if n in b0}),
+                     "vs best: dPSNR (dB)": (_damage(base, "psnr", "psnr"), dmg["psnr"]),
+                     "vs best: dbpp (% points)": (_damage(base, "bpp", "bpp"), dmg["bpp"])}
+            cis = {k: stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
+                   for k, (a, b) in pairs.items()}
+            row.update({k: f"{c['mean']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
+                        for k, c in cis.items()})
+            if name != "pretrained":
+                row["tuning rule"] = tuning_rule(cis)
         rows.append(row)
     return pd.DataFrame(rows)

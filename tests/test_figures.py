@@ -123,10 +123,11 @@ def test_readme_include_blocks_are_refreshed(tmp_path):
 def test_tuning_table_is_per_image_differences_to_best(tmp_path):
     """The tuning table: each variant's damage under the single psnr / bpp attacks and its
     paired difference to 'best'; a variant whose psnr attack costs 0.1 dB less on every image
-    shows +0.10 with an interval excluding 0."""
+    shows +0.10 with an interval excluding 0 and passes the tuning rule, one whose attack costs
+    0.1 dB more fails it."""
     r = json.loads((ROOT / "results/cpu/03_pkdt/metrics_p2.json").read_text())
     folder = tmp_path / tables.TUNE_DIR
-    for name, shift in (("best", 0.0), ("beta=0.001", 0.1)):
+    for name, shift in (("best", 0.0), ("beta=0.001", 0.1), ("alpha=3", -0.1)):
         v = json.loads(json.dumps(r))
         for row in v["per_image"]:
             for kind in ("psnr", "worst-psnr"):
@@ -135,13 +136,43 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
         (folder / name).mkdir(parents=True)
         (folder / name / "metrics.json").write_text(json.dumps(v))
     df = figures.tuning(tmp_path).set_index("variant")
-    assert list(df.index) == ["best (as configured)", "best, beta=0.001"]
+    assert list(df.index) == ["best (as configured)", "best, alpha=3", "best, beta=0.001"]
     d = stats.per_image_values(r, "psnr", "delta-psnr")
     assert df.loc["best (as configured)", "dPSNR psnr attack (dB)"].startswith(f"{sum(d.values()) / len(d):+.2f}")
     assert df.loc["best, beta=0.001", "vs best: dPSNR (dB)"] == "+0.10 [+0.10, +0.10]"
     assert df.loc["best, beta=0.001", "vs best: clean PSNR (dB)"] == "+0.00 [+0.00, +0.00]"
     assert df.loc["best, beta=0.001", "vs best: clean rate (%)"] == "+0.00 [+0.00, +0.00]"
+    assert df.loc["best, beta=0.001", "tuning rule"] == "passes"
+    assert df.loc["best, alpha=3", "tuning rule"] == "fails: dPSNR worse"
     assert figures.tuning(tmp_path / "none").empty
+
+
+def test_tuning_rule_needs_one_side_better_and_nothing_worse():
+    """The tuning rule reads the intervals: less damage on one side is not enough when the
+    clean rate is higher (alpha=0.3 at hyper-q4), and no interval excluding 0 is no change."""
+    ci = lambda lo, hi: {"lo": lo, "hi": hi}  # noqa: E731
+    zero = {k: ci(-0.1, 0.1) for k in tables.TUNE_BETTER}
+    assert tables.tuning_rule(zero) == "fails: no side better"
+    assert tables.tuning_rule({**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2)}) == "passes"
+    assert tables.tuning_rule({**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2),
+                               "vs best: clean rate (%)": ci(1.5, 2.3)}) == \
+        "fails: clean rate worse"
+    assert tables.tuning_rule({**zero, "vs best: dPSNR (dB)": ci(0.1, 0.3),
+                               "vs best: clean PSNR (dB)": ci(-0.04, -0.01)}) == \
+        "fails: clean PSNR worse"
+
+
+def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
+    """params/cpu/hyper-q4-long/04_tune.yaml changes only the codec, the teacher, the folders
+    and adds variants; its results_dir is the one the tuning_q4long table reads."""
+    import yaml
+    a, b = (yaml.safe_load((ROOT / "params" / "cpu" / q / "04_tune.yaml").read_text())
+            for q in ("hyper-q4", "hyper-q4-long"))
+    assert {k for k in a if a[k] != b.get(k)} == {"pretrained", "teacher", "run_dir",
+                                                  "results_dir", "variants"}
+    assert b["pretrained"] == "models/cpu/hyper-q4-long/model.pt"
+    assert b["results_dir"] == tables.TUNE_DIR_AT["q4long"] and a["results_dir"] == tables.TUNE_DIR
+    assert set(a["variants"].split(",")) < set(b["variants"].split(","))
 
 
 def test_every_results_file_names_a_step_of_the_reproduction_script():

@@ -151,7 +151,7 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
                  "table1_kodak24.md", "table1_kodak24_q4long.md", "table2.md", "table2.csv",
                  "table2_q4long.md", "verdicts.md", "verdict_grid.md", "codecs.md",
                  "seeds.md", "matched_rate.md", "matched_rate_div2k.md", "matched_rate_kodak24.md",
-                 "tuning.md"):
+                 "tuning.md", "tuning_q4long.md"):
         assert (tmp_path / "tab" / name).read_text() == \
             (ROOT / "results" / "cpu" / "tables" / name).read_text(), name
     fig = tmp_path / "fig"
