@@ -25,8 +25,10 @@ from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
-                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_DIR_AT, _cell, codecs, flat_markdown, load,
-                     markdown, _damage, at_q4long, matched_rate, seeds, table, tuning)
+                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_BETTER, TUNE_DIR, TUNE_DIR_AT, _cell,
+                     codecs, flat_markdown, load,
+                     markdown, _damage, at_q4long, matched_rate, seeds, table, tuning,
+                     tuning_intervals, tuning_rule)
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,6 +300,51 @@ def fig_verdicts(g):
     return fig
 
 
+def fig_tuning(tunings: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]]):
+    """The tuning on the validation split as intervals (``{label: tuning_intervals(...)}``, one
+    marker per tuning, e.g. from hyper-q4 and from hyper-q4-long): one panel per paired
+    difference to ``best`` (clean PSNR, clean rate, damage of each attack), a row per variant,
+    the 95 % interval as a bar; green where the variant is better than ``best`` on that
+    column, red where worse, grey where the interval contains 0; the tuning rule's verdict
+    beside each row."""
+    cols = list(TUNE_BETTER)
+    names = list(dict.fromkeys(n for cis in tunings.values() for n in cis if n != "pretrained"))
+    markers = dict(zip(tunings, "osD^"))
+    fig, axes = plt.subplots(1, len(cols), figsize=(13, 0.55 * len(names) + 1.8), sharey=True)
+    off = {t: (k - (len(tunings) - 1) / 2) * 0.25 for k, t in enumerate(tunings)}
+    for ax, col in zip(axes, cols):
+        ax.axvline(0, color="black", lw=0.8)
+        for t, cis in tunings.items():
+            for i, n in enumerate(names):
+                if n not in cis:
+                    continue
+                c, sign = cis[n][col], TUNE_BETTER[col]
+                good, bad = (c["lo"], c["hi"]) if sign > 0 else (-c["hi"], -c["lo"])
+                colour_ = "#2e8b2e" if good > 0 else "#c03030" if bad < 0 else "#909090"
+                y = i + off[t]
+                ax.plot([c["lo"], c["hi"]], [y, y], color=colour_, lw=2)
+                ax.plot(c["mean"], y, markers[t], color=colour_, ms=6)
+        ax.set_title(col.replace("vs best: ", "variant - best: ") +
+                     ("\n(higher is better)" if TUNE_BETTER[col] > 0 else "\n(lower is better)"),
+                     fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].set_ylim(len(names) - 0.5, -0.5)
+    for i, n in enumerate(names):
+        text = "\n".join(f"{tuning_rule(cis[n]).split(':')[0]} ({t.replace('from ', '')})"
+                          for t, cis in tunings.items() if n in cis)
+        axes[-1].annotate(text, (1.02, i), xycoords=("axes fraction", "data"), fontsize=7.5,
+                          va="center")
+    handles = [plt.Line2D([], [], marker=markers[t], color="#555555", ls="", label=t)
+               for t in tunings]
+    axes[0].legend(handles=handles, fontsize=8, loc="lower left")
+    fig.suptitle("Tuning Stage II on the validation split (24 crops, never Kodak): each variant "
+                 "minus the configured run, 95 % paired bootstrap; green better, red worse, grey "
+                 "interval contains 0; right: the tuning rule", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, out_dir: Path, name: str) -> List[Path]:
     """PNG and PDF without timestamps or version strings (rebuilt byte-for-byte on one setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -343,6 +390,12 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
                      *((f"tuning_{q}", tuning(root, d)) for q, d in TUNE_DIR_AT.items())):
         (tdir / f"{name}.md").write_text(flat_markdown(df) + "\n")
         written.append(tdir / f"{name}.md")
+    tunings = {label: cis for label, cis in
+               (("from hyper-q4", tuning_intervals(root, TUNE_DIR)),
+                *((f"from {LONG[q][0]}", tuning_intervals(root, d)) for q, d in TUNE_DIR_AT.items()))
+               if cis}
+    if tunings:
+        written += save(fig_tuning(tunings), out, "fig_tuning_cpu")
     if any(k in found for k in TABLE1_ROWS):
         written += save(fig_rd(found, clean_only(found, root)), out, "fig3_rd_cpu")
         written += save(fig_summary(found), out, "fig1_summary_cpu")

@@ -419,37 +419,59 @@ def tuning_rule(cis: Dict[str, Dict[str, Any]]) -> str:
     return "passes" if better else "fails: no side better"
 
 
+def _tuning_found(root, tune_dir: str) -> Dict[str, Dict[str, Any]]:
+    folder = Path(root) / tune_dir
+    found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
+    return dict(sorted(found.items(), key=lambda kv: (kv[0] != "pretrained", kv[0] != "best",
+                                                      kv[0])))
+
+
+def tuning_intervals(root=".", tune_dir: str = TUNE_DIR) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Per variant of ``tune_dir`` other than ``best`` (the pretrained codec included): the
+    paired differences to ``best`` over the images, ``{column of TUNE_BETTER: bootstrap_ci}``
+    (clean PSNR, clean rate in % of best's, damage of the single psnr / bpp attacks). Empty
+    without a ``best``."""
+    found = _tuning_found(root, tune_dir)
+    base = found.get("best")
+    if base is None:
+        return {}
+    out = {}
+    for name, r in found.items():
+        if name == "best":
+            continue
+        b0, b1 = (stats.per_image_values(x, None, "bpp") for x in (base, r))
+        pairs = {"vs best: clean PSNR (dB)": (stats.per_image_values(base, None, "psnr-rgb"),
+                                              stats.per_image_values(r, None, "psnr-rgb")),
+                 "vs best: clean rate (%)": ({n: 100.0 for n in b0},
+                                             {n: 100 * v / b0[n] for n, v in b1.items() if n in b0}),
+                 "vs best: dPSNR (dB)": (_damage(base, "psnr", "psnr"), _damage(r, "psnr", "psnr")),
+                 "vs best: dbpp (% points)": (_damage(base, "bpp", "bpp"), _damage(r, "bpp", "bpp"))}
+        out[name] = {k: stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
+                     for k, (a, b) in pairs.items()}
+    return out
+
+
+TUNE_LABELS = {"pretrained": "pretrained (no Stage I / II)", "best": "best (as configured)"}
+
+
 def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
     """Stage II tuning on the validation split (never Kodak): per variant of
     ``params/cpu/hyper-q4/04_tune.yaml`` (or ``tune_dir``'s, and the pretrained codec,
     ``pretrained/``) its clean point and damage, the difference to the ``best`` (as configured)
-    variant per image: mean and 95 % paired bootstrap interval, and the verdict of the tuning
-    rule (:func:`tuning_rule`). A variant is better only where its interval excludes 0."""
-    folder = Path(root) / tune_dir
-    found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
-    base = found.get("best")
+    variant per image: mean and 95 % paired bootstrap interval (:func:`tuning_intervals`), and
+    the verdict of the tuning rule (:func:`tuning_rule`). A variant is better only where its
+    interval excludes 0."""
+    found, intervals = _tuning_found(root, tune_dir), tuning_intervals(root, tune_dir)
     rows = []
-    labels = {"pretrained": "pretrained (no Stage I / II)", "best": "best (as configured)"}
-    for name in sorted(found, key=lambda n: (n != "pretrained", n != "best", n)):
-        r = found[name]
-        dmg = {side: _damage(r, side, attack=side) for side in ("psnr", "bpp")}
-        row = {"variant": labels.get(name, f"best, {name}"),
+    for name, r in found.items():
+        row = {"variant": TUNE_LABELS.get(name, f"best, {name}"),
                "clean bpp": round(_cell(r, None, "bpp"), 4),
                "clean PSNR (dB)": round(_cell(r, None, "psnr-rgb"), 2)}
         for side, label in (("psnr", "dPSNR psnr attack (dB)"), ("bpp", "dbpp bpp attack (%)")):
-            ms = stats.mean_se(list(dmg[side].values()))
+            ms = stats.mean_se(list(_damage(r, side, attack=side).values()))
             row[label] = f"{ms['mean']:+.2f}" + (f" ± {ms['se']:.2f}" if ms["se"] else "")
-        if base is not None and name != "best":
-            b0, b1 = (stats.per_image_values(x, None, "bpp") for x in (base, r))
-            pairs = {"vs best: clean PSNR (dB)": (stats.per_image_values(base, None, "psnr-rgb"),
-                                                  stats.per_image_values(r, None, "psnr-rgb")),
-                     "vs best: clean rate (%)": ({n: 100.0 for n in b0},
-                                                 {n: 100 * v / b0[n] for n, v in b1.items()
-                                                  if n in b0}),
-                     "vs best: dPSNR (dB)": (_damage(base, "psnr", "psnr"), dmg["psnr"]),
-                     "vs best: dbpp (% points)": (_damage(base, "bpp", "bpp"), dmg["bpp"])}
-            cis = {k: stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
-                   for k, (a, b) in pairs.items()}
+        cis = intervals.get(name)
+        if cis:
             row.update({k: f"{c['mean']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
                         for k, c in cis.items()})
             if name != "pretrained":

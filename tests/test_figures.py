@@ -162,6 +162,23 @@ def test_tuning_rule_needs_one_side_better_and_nothing_worse():
         "fails: clean PSNR worse"
 
 
+def test_tuning_figure_colours_each_interval_by_its_side_of_zero():
+    """fig_tuning: green where the variant is better than best on that column (a rate interval
+    below 0 is better), red where worse, grey where the interval contains 0; a row per variant,
+    the pretrained codec left out."""
+    from matplotlib.colors import to_hex
+    ci = lambda lo, hi: {"lo": lo, "hi": hi, "mean": (lo + hi) / 2}  # noqa: E731
+    cis = {"pretrained": {k: ci(5, 6) for k in tables.TUNE_BETTER},
+           "alpha=3": {"vs best: clean PSNR (dB)": ci(0.1, 0.2), "vs best: clean rate (%)": ci(-2, -1),
+                       "vs best: dPSNR (dB)": ci(-0.3, -0.1), "vs best: dbpp (% points)": ci(-1, 1)}}
+    fig = figures.fig_tuning({"from hyper-q4": cis})
+    bars = [[to_hex(ln.get_color()) for ln in ax.get_lines() if len(ln.get_xdata()) == 2
+             and ln.get_xdata()[0] != ln.get_xdata()[1]] for ax in fig.axes]
+    assert bars == [["#2e8b2e"], ["#2e8b2e"], ["#c03030"], ["#909090"]]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["alpha=3"]
+    assert fig.axes[-1].texts[0].get_text() == "fails (hyper-q4)"
+
+
 def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
     """params/cpu/hyper-q4-long/04_tune.yaml changes only the codec, the teacher, the folders
     and adds variants; its results_dir is the one the tuning_q4long table reads."""

@@ -158,7 +158,7 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
     made = sorted(p.name for p in fig.iterdir()) if fig.exists() else []
     committed = sorted(p.name for p in (ROOT / "figures").iterdir()
                        if p.stem.startswith(("fig1_", "fig3_", "fig4_", "fig5_", "fig_verdicts",
-                                             "learning_", "visual_")))
+                                             "fig_tuning", "learning_", "visual_")))
     assert made == committed, (made, committed)
     assert figures.PALETTE["pkdt"] != figures.PALETTE["adv"]
 
