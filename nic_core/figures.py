@@ -28,7 +28,7 @@ from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPE
                      TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_BETTER, TUNE_DIR, TUNE_DIR_AT, _cell,
                      codecs, flat_markdown, load,
                      markdown, _damage, at_q4long, matched_rate, seeds, table, tuning,
-                     tuning_intervals, tuning_rule)
+                     tuning_intervals, tuning_verdict)
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,7 +331,8 @@ def fig_tuning(tunings: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]]):
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].set_ylim(len(names) - 0.5, -0.5)
     for i, n in enumerate(names):
-        text = "\n".join(f"{tuning_rule(cis[n]).split(':')[0]} ({t.replace('from ', '')})"
+        text = "\n".join(f"{tuning_verdict(n, cis[n]).split(':')[0].split(' (')[0]} "
+                          f"({t.replace('from ', '')})"
                           for t, cis in tunings.items() if n in cis)
         axes[-1].annotate(text, (1.02, i), xycoords=("axes fraction", "data"), fontsize=7.5,
                           va="center")

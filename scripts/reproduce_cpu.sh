@@ -27,8 +27,8 @@
 # steps more) ~45 min and Table 1 from it ~1.5 h, the seed-1 runs from hyper-q4-long ~1.5 h,
 # Table 2 from it ~1 h, hyper-q6-wide ~1 h, the eps 1e-3 / DIV2K / Kodak-24 evaluations from
 # hyper-q4-long ~4.5 h (Kodak 24 ~37 min each; its Stage I / II weights are not committed:
-# RETRAIN=1 retrains them first, ~50 min), the tuning again from hyper-q4-long ~2.3 h (one
-# 800-step variant more): about 42 core-hours, ~21 h on two cores.
+# RETRAIN=1 retrains them first, ~50 min), the tuning again from hyper-q4-long ~2.5 h (an
+# 800-step variant and a second seed more): about 42 core-hours, ~21 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

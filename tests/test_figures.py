@@ -160,6 +160,10 @@ def test_tuning_rule_needs_one_side_better_and_nothing_worse():
     assert tables.tuning_rule({**zero, "vs best: dPSNR (dB)": ci(0.1, 0.3),
                                "vs best: clean PSNR (dB)": ci(-0.04, -0.01)}) == \
         "fails: clean PSNR worse"
+    # a second training seed of best is no candidate: it is the spread to read the rest against
+    better = {**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2)}
+    assert tables.tuning_verdict("seed=1", better) == tables.SEED_SPREAD
+    assert tables.tuning_verdict("alpha=3+seed=1", better) == "passes"
 
 
 def test_tuning_figure_colours_each_interval_by_its_side_of_zero():
