@@ -25,9 +25,8 @@ from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
-                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_BETTER, TUNE_DIR, TUNE_DIR_AT, _cell,
-                     codecs, flat_markdown, load,
-                     markdown, _damage, at_q4long, matched_rate, seeds, table, tuning,
+                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_BETTER, TUNE_DIR, TUNE_DIR_AT,
+                     TUNE_REFERENCES, _cell, codecs, flat_markdown, load, markdown, _damage, at_q4long, matched_rate, seeds, table, tuning,
                      tuning_intervals, tuning_verdict)
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
@@ -306,9 +305,11 @@ def fig_tuning(tunings: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]]):
     difference to ``best`` (clean PSNR, clean rate, damage of each attack), a row per variant,
     the 95 % interval as a bar; green where the variant is better than ``best`` on that
     column, red where worse, grey where the interval contains 0; the tuning rule's verdict
-    beside each row."""
+    beside each row. The references (pretrained codec, teacher) are left out: the table has
+    them."""
     cols = list(TUNE_BETTER)
-    names = list(dict.fromkeys(n for cis in tunings.values() for n in cis if n != "pretrained"))
+    names = list(dict.fromkeys(n for cis in tunings.values() for n in cis
+                               if n not in TUNE_REFERENCES))
     markers = dict(zip(tunings, "osD^"))
     fig, axes = plt.subplots(1, len(cols), figsize=(13, 0.55 * len(names) + 1.8), sharey=True)
     off = {t: (k - (len(tunings) - 1) / 2) * 0.25 for k, t in enumerate(tunings)}

@@ -399,6 +399,8 @@ def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
 TUNE_DIR = "results/cpu/hyper-q4-tune"  # params/cpu/hyper-q4/04_tune.yaml, `{REPRO} tune`
 # the same tuning from hyper-q4-long (params/cpu/hyper-q4-long/04_tune.yaml, `{REPRO} tune-q4long`)
 TUNE_DIR_AT = {"q4long": "results/cpu/hyper-q4-long-tune"}
+# rows of a tuning folder that are no variant of Stage II but references for it (no rule)
+TUNE_REFERENCES = ("pretrained", "teacher")
 # the tuning rule, fixed before looking: which sign of "variant - best" is better, per column
 TUNE_BETTER = {"vs best: clean PSNR (dB)": +1, "vs best: clean rate (%)": -1,
                "vs best: dPSNR (dB)": +1, "vs best: dbpp (% points)": -1}
@@ -422,12 +424,14 @@ def tuning_rule(cis: Dict[str, Dict[str, Any]]) -> str:
 def _tuning_found(root, tune_dir: str) -> Dict[str, Dict[str, Any]]:
     folder = Path(root) / tune_dir
     found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
-    return dict(sorted(found.items(), key=lambda kv: (kv[0] != "pretrained", kv[0] != "best",
-                                                      kv[0])))
+    order = (*TUNE_REFERENCES, "best")
+    return dict(sorted(found.items(), key=lambda kv: (
+        order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
 def tuning_intervals(root=".", tune_dir: str = TUNE_DIR) -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Per variant of ``tune_dir`` other than ``best`` (the pretrained codec included): the
+    """Per variant of ``tune_dir`` other than ``best`` (the references, the pretrained codec
+    and the teacher, included): the
     paired differences to ``best`` over the images, ``{column of TUNE_BETTER: bootstrap_ci}``
     (clean PSNR, clean rate in % of best's, damage of the single psnr / bpp attacks). Empty
     without a ``best``."""
@@ -451,7 +455,9 @@ def tuning_intervals(root=".", tune_dir: str = TUNE_DIR) -> Dict[str, Dict[str, 
     return out
 
 
-TUNE_LABELS = {"pretrained": "pretrained (no Stage I / II)", "best": "best (as configured)"}
+TUNE_LABELS = {"pretrained": "pretrained (no Stage I / II)",
+               "teacher": "teacher (Stage I, the model best distils)",
+               "best": "best (as configured)"}
 
 
 SEED_SPREAD = "seed-to-seed spread (not a candidate)"
@@ -461,20 +467,17 @@ def tuning_verdict(name: str, cis: Dict[str, Dict[str, Any]]) -> str:
     """:func:`tuning_rule` for a tuning variant; a variant that only changes the training
     ``seed`` is no candidate but the seed-to-seed spread (:data:`SEED_SPREAD`) the other rows'
     differences are to be read against (the intervals over the images do not contain it)."""
-    try:
-        seed_only = set(config.variant_overrides(name)) == {"seed"}
-    except ValueError:  # "pretrained"
-        seed_only = False
-    return SEED_SPREAD if seed_only else tuning_rule(cis)
+    return SEED_SPREAD if set(config.variant_overrides(name)) == {"seed"} else tuning_rule(cis)
 
 
 def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
     """Stage II tuning on the validation split (never Kodak): per variant of
-    ``params/cpu/hyper-q4/04_tune.yaml`` (or ``tune_dir``'s, and the pretrained codec,
-    ``pretrained/``) its clean point and damage, the difference to the ``best`` (as configured)
-    variant per image: mean and 95 % paired bootstrap interval (:func:`tuning_intervals`), and
-    the verdict of the tuning rule (:func:`tuning_rule`). A variant is better only where its
-    interval excludes 0."""
+    ``params/cpu/hyper-q4/04_tune.yaml`` (or ``tune_dir``'s) and per reference
+    (:data:`TUNE_REFERENCES`: the pretrained codec, the teacher) its clean point and damage,
+    the difference to the ``best`` (as configured) variant per image: mean and 95 % paired
+    bootstrap interval (:func:`tuning_intervals`), and for the variants the verdict of the
+    tuning rule (:func:`tuning_verdict`). A variant is better only where its interval
+    excludes 0."""
     found, intervals = _tuning_found(root, tune_dir), tuning_intervals(root, tune_dir)
     rows = []
     for name, r in found.items():
@@ -488,7 +491,7 @@ def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
         if cis:
             row.update({k: f"{c['mean']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
                         for k, c in cis.items()})
-            if name != "pretrained":
+            if name not in TUNE_REFERENCES:
                 row["tuning rule"] = tuning_verdict(name, cis)
         rows.append(row)
     return pd.DataFrame(rows)

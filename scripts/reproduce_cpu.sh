@@ -230,10 +230,20 @@ run_step() {
         .venv/bin/papermill notebooks/04_ablations.ipynb "runs/cpu/04_tune${1#tune}.ipynb" \
           -f "params/cpu/$c/04_tune.yaml" -p threads "$T"
       fi
-      local out=results/cpu/$c-tune/pretrained/metrics.json  # the reference row
-      [ -f "$out" ] || $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set val \
-        -p eval_limit 0 -p eval_crop 192 -p eval_worst_case "" --eval-only \
-        "models/cpu/$c/model.pt" --out "$out" --name "pretrained ($q)" ;;
+      # the reference rows: the pretrained codec, and the teacher when its run is at hand (a
+      # fresh clone with every variant's results committed has not trained it)
+      local ref ckpt label
+      for ref in pretrained teacher; do
+        ckpt=models/cpu/$c/model.pt label="pretrained ($q)"
+        if [ $ref = teacher ]; then
+          ckpt=runs/cpu/$c-tune/teacher/checkpoint.pt label="teacher (Stage I, the distilled model)"
+        fi
+        local out=results/cpu/$c-tune/$ref/metrics.json
+        if [ -f "$out" ]; then continue; fi
+        if [ ! -f "$ckpt" ]; then echo "== $out: $ckpt not trained here, skipped"; continue; fi
+        $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" -p eval_set val -p eval_limit 0 \
+          -p eval_crop 192 -p eval_worst_case "" --eval-only "$ckpt" --out "$out" --name "$label"
+      done ;;
     jpeg) $PY -m nic_core.jpeg -f "$EVAL" --out results/cpu/jpeg_kodak8.json \
             --vs results/cpu/hyper-q{2,4,6}/metrics_p2.json ;;
     jpeg-div2k) $PY -m nic_core.jpeg -f "$EVAL" -p eval_set div2k-valid -p eval_limit 0 \

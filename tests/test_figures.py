@@ -3,6 +3,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nic_core import figures, stats, tables
@@ -127,7 +128,7 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
     0.1 dB more fails it."""
     r = json.loads((ROOT / "results/cpu/03_pkdt/metrics_p2.json").read_text())
     folder = tmp_path / tables.TUNE_DIR
-    for name, shift in (("best", 0.0), ("beta=0.001", 0.1), ("alpha=3", -0.1)):
+    for name, shift in (("best", 0.0), ("beta=0.001", 0.1), ("alpha=3", -0.1), ("teacher", 0.2)):
         v = json.loads(json.dumps(r))
         for row in v["per_image"]:
             for kind in ("psnr", "worst-psnr"):
@@ -136,7 +137,12 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
         (folder / name).mkdir(parents=True)
         (folder / name / "metrics.json").write_text(json.dumps(v))
     df = figures.tuning(tmp_path).set_index("variant")
-    assert list(df.index) == ["best (as configured)", "best, alpha=3", "best, beta=0.001"]
+    assert list(df.index) == ["teacher (Stage I, the model best distils)", "best (as configured)",
+                              "best, alpha=3", "best, beta=0.001"]
+    # the teacher is a reference: its difference to best is shown, the rule is not applied
+    assert df.loc["teacher (Stage I, the model best distils)", "vs best: dPSNR (dB)"] == \
+        "+0.20 [+0.20, +0.20]"
+    assert pd.isna(df.loc["teacher (Stage I, the model best distils)", "tuning rule"])
     d = stats.per_image_values(r, "psnr", "delta-psnr")
     assert df.loc["best (as configured)", "dPSNR psnr attack (dB)"].startswith(f"{sum(d.values()) / len(d):+.2f}")
     assert df.loc["best, beta=0.001", "vs best: dPSNR (dB)"] == "+0.10 [+0.10, +0.10]"
