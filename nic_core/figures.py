@@ -25,10 +25,9 @@ from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
 from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
-                     SEED_SPREAD, TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, TUNE_BETTER, TUNE_DIR,
-                     TUNE_DIR_AT, TUNE_REFERENCES, _cell, codecs, flat_markdown, load, markdown,
-                     _damage, at_q4long, matched_rate, seeds, table, tuning, tuning_intervals,
-                     tuning_verdict)
+                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
+                     markdown, _damage, at_q4long, matched_rate, seeds, table)
+from .tuning import TUNE_DIR, TUNE_DIR_AT, fig_tuning, tuning, tuning_intervals  # noqa: E402
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,58 +295,6 @@ def fig_verdicts(g):
     axes[1].set_yticklabels([])
     fig.suptitle("b > a: b more robust than a (paired over the images, 95 % bootstrap): "
                  "green confirmed, grey interval contains 0, red refuted", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def fig_tuning(tunings: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]]):
-    """The tuning on the validation split as intervals (``{label: tuning_intervals(...)}``, one
-    marker per tuning, e.g. from hyper-q4 and from hyper-q4-long): one panel per paired
-    difference to ``best`` (clean PSNR, clean rate, damage of each attack), a row per variant,
-    the 95 % interval as a bar; green where the variant is better than ``best`` on that
-    column, red where worse, grey where the interval contains 0; the tuning rule's verdict
-    beside each row; a second training seed of the configured run in black (the seed-to-seed
-    spread, no candidate). The references (pretrained codec, teacher) are left out: the table
-    has them."""
-    cols = list(TUNE_BETTER)
-    names = list(dict.fromkeys(n for cis in tunings.values() for n in cis
-                               if n not in TUNE_REFERENCES))
-    markers = dict(zip(tunings, "osD^"))
-    fig, axes = plt.subplots(1, len(cols), figsize=(13, 0.55 * len(names) + 1.8), sharey=True)
-    off = {t: (k - (len(tunings) - 1) / 2) * 0.25 for k, t in enumerate(tunings)}
-    for ax, col in zip(axes, cols):
-        ax.axvline(0, color="black", lw=0.8)
-        for t, cis in tunings.items():
-            for i, n in enumerate(names):
-                if n not in cis:
-                    continue
-                c, sign = cis[n][col], TUNE_BETTER[col]
-                good, bad = (c["lo"], c["hi"]) if sign > 0 else (-c["hi"], -c["lo"])
-                colour_ = "#2e8b2e" if good > 0 else "#c03030" if bad < 0 else "#909090"
-                if tuning_verdict(n, cis[n]) == SEED_SPREAD:
-                    colour_ = "black"  # no candidate: the spread the others are read against
-                y = i + off[t]
-                ax.plot([c["lo"], c["hi"]], [y, y], color=colour_, lw=2)
-                ax.plot(c["mean"], y, markers[t], color=colour_, ms=6)
-        ax.set_title(col.replace("vs best: ", "variant - best: ") +
-                     ("\n(higher is better)" if TUNE_BETTER[col] > 0 else "\n(lower is better)"),
-                     fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(names)), [n.replace("+", "\n+") for n in names], fontsize=8)
-    axes[0].set_ylim(len(names) - 0.5, -0.5)
-    for i, n in enumerate(names):
-        text = "\n".join(f"{tuning_verdict(n, cis[n]).split(':')[0].split(' (')[0]} "
-                          f"({t.replace('from ', '')})"
-                          for t, cis in tunings.items() if n in cis)
-        axes[-1].annotate(text, (1.02, i), xycoords=("axes fraction", "data"), fontsize=7.5,
-                          va="center")
-    handles = [plt.Line2D([], [], marker=markers[t], color="#555555", ls="", label=t)
-               for t in tunings]
-    axes[0].legend(handles=handles, fontsize=8, loc="lower left")
-    fig.suptitle("Tuning Stage II on the validation split (24 crops, never Kodak): each variant "
-                 "minus the configured run, 95 % paired bootstrap over the crops; green better, "
-                 "red worse, grey interval contains 0,\nblack: a second training seed of the "
-                 "configured run (the seed-to-seed spread); right: the tuning rule", fontsize=9)
     fig.tight_layout()
     return fig
 

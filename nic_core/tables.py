@@ -7,7 +7,8 @@ Distillation for Robust Image Compression", arXiv 2403.06700); the verdict per c
 :mod:`nic_core.claims`;
 :func:`seeds` sets the seed-to-seed spread beside the method-to-method differences;
 :func:`matched_rate` compares each defended codec with the pretrained R-D curve at its own clean
-rate; :func:`codecs` sets every codec against JPEG. Plots are in :mod:`nic_core.figures`.
+rate; :func:`codecs` sets every codec against JPEG. Plots are in :mod:`nic_core.figures`, the
+tuning on the validation split in :mod:`nic_core.tuning`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
-from . import config, stats
+from . import stats
 from .jpeg import margin_over_jpeg
 from .results import load_results
 
@@ -392,106 +393,5 @@ def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
                 row[label] = f"{ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
             else:
                 row[label] = "outside the curve"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-TUNE_DIR = "results/cpu/hyper-q4-tune"  # params/cpu/hyper-q4/04_tune.yaml, `{REPRO} tune`
-# the same tuning from hyper-q4-long (params/cpu/hyper-q4-long/04_tune.yaml, `{REPRO} tune-q4long`)
-TUNE_DIR_AT = {"q4long": "results/cpu/hyper-q4-long-tune"}
-# rows of a tuning folder that are no variant of Stage II but references for it (no rule)
-TUNE_REFERENCES = ("pretrained", "teacher")
-# the tuning rule, fixed before looking: which sign of "variant - best" is better, per column
-TUNE_BETTER = {"vs best: clean PSNR (dB)": +1, "vs best: clean rate (%)": -1,
-               "vs best: dPSNR (dB)": +1, "vs best: dbpp (% points)": -1}
-
-
-def tuning_rule(cis: Dict[str, Dict[str, Any]]) -> str:
-    """The tuning rule on a variant's paired intervals against ``best`` (columns of
-    :data:`TUNE_BETTER`): it replaces the configured values only if it shows less damage on
-    one attack side (interval excluding 0 on the good side), no more on the other, and no worse
-    clean point (no interval excluding 0 on the bad side of PSNR or rate). Returns ``"passes"``
-    or ``"fails: <the columns that are worse>"`` (``"fails: no side better"``)."""
-    worse = [k.split(": ", 1)[1].split(" (")[0] for k, sign in TUNE_BETTER.items()
-             if (cis[k]["hi"] if sign > 0 else -cis[k]["lo"]) < 0]
-    better = [k for k in ("vs best: dPSNR (dB)", "vs best: dbpp (% points)")
-              if (cis[k]["lo"] if TUNE_BETTER[k] > 0 else -cis[k]["hi"]) > 0]
-    if worse:
-        return "fails: " + ", ".join(f"{w} worse" for w in worse)
-    return "passes" if better else "fails: no side better"
-
-
-def _tuning_found(root, tune_dir: str) -> Dict[str, Dict[str, Any]]:
-    folder = Path(root) / tune_dir
-    found = {p.parent.name: load_results(p) for p in sorted(folder.glob("*/metrics.json"))}
-    order = (*TUNE_REFERENCES, "best")
-    return dict(sorted(found.items(), key=lambda kv: (
-        order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
-
-
-def tuning_intervals(root=".", tune_dir: str = TUNE_DIR) -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Per variant of ``tune_dir`` other than ``best`` (the references, the pretrained codec
-    and the teacher, included): the
-    paired differences to ``best`` over the images, ``{column of TUNE_BETTER: bootstrap_ci}``
-    (clean PSNR, clean rate in % of best's, damage of the single psnr / bpp attacks). Empty
-    without a ``best``."""
-    found = _tuning_found(root, tune_dir)
-    base = found.get("best")
-    if base is None:
-        return {}
-    out = {}
-    for name, r in found.items():
-        if name == "best":
-            continue
-        b0, b1 = (stats.per_image_values(x, None, "bpp") for x in (base, r))
-        pairs = {"vs best: clean PSNR (dB)": (stats.per_image_values(base, None, "psnr-rgb"),
-                                              stats.per_image_values(r, None, "psnr-rgb")),
-                 "vs best: clean rate (%)": ({n: 100.0 for n in b0},
-                                             {n: 100 * v / b0[n] for n, v in b1.items() if n in b0}),
-                 "vs best: dPSNR (dB)": (_damage(base, "psnr", "psnr"), _damage(r, "psnr", "psnr")),
-                 "vs best: dbpp (% points)": (_damage(base, "bpp", "bpp"), _damage(r, "bpp", "bpp"))}
-        out[name] = {k: stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
-                     for k, (a, b) in pairs.items()}
-    return out
-
-
-TUNE_LABELS = {"pretrained": "pretrained (no Stage I / II)",
-               "teacher": "teacher (Stage I, the model best distils)",
-               "best": "best (as configured)"}
-
-
-SEED_SPREAD = "seed-to-seed spread (not a candidate)"
-
-
-def tuning_verdict(name: str, cis: Dict[str, Dict[str, Any]]) -> str:
-    """:func:`tuning_rule` for a tuning variant; a variant that only changes the training
-    ``seed`` is no candidate but the seed-to-seed spread (:data:`SEED_SPREAD`) the other rows'
-    differences are to be read against (the intervals over the images do not contain it)."""
-    return SEED_SPREAD if set(config.variant_overrides(name)) == {"seed"} else tuning_rule(cis)
-
-
-def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
-    """Stage II tuning on the validation split (never Kodak): per variant of
-    ``params/cpu/hyper-q4/04_tune.yaml`` (or ``tune_dir``'s) and per reference
-    (:data:`TUNE_REFERENCES`: the pretrained codec, the teacher) its clean point and damage,
-    the difference to the ``best`` (as configured) variant per image: mean and 95 % paired
-    bootstrap interval (:func:`tuning_intervals`), and for the variants the verdict of the
-    tuning rule (:func:`tuning_verdict`). A variant is better only where its interval
-    excludes 0."""
-    found, intervals = _tuning_found(root, tune_dir), tuning_intervals(root, tune_dir)
-    rows = []
-    for name, r in found.items():
-        row = {"variant": TUNE_LABELS.get(name, f"best, {name}"),
-               "clean bpp": round(_cell(r, None, "bpp"), 4),
-               "clean PSNR (dB)": round(_cell(r, None, "psnr-rgb"), 2)}
-        for side, label in (("psnr", "dPSNR psnr attack (dB)"), ("bpp", "dbpp bpp attack (%)")):
-            ms = stats.mean_se(list(_damage(r, side, attack=side).values()))
-            row[label] = f"{ms['mean']:+.2f}" + (f" ± {ms['se']:.2f}" if ms["se"] else "")
-        cis = intervals.get(name)
-        if cis:
-            row.update({k: f"{c['mean']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
-                        for k, c in cis.items()})
-            if name not in TUNE_REFERENCES:
-                row["tuning rule"] = tuning_verdict(name, cis)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nic_core import figures, stats, tables
+from nic_core import figures, stats, tables, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = {"pretrained-q4": "01_pretrain", "teacher": "02_teacher", "pkdt": "03_pkdt",
@@ -127,7 +127,7 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
     shows +0.10 with an interval excluding 0 and passes the tuning rule, one whose attack costs
     0.1 dB more fails it."""
     r = json.loads((ROOT / "results/cpu/03_pkdt/metrics_p2.json").read_text())
-    folder = tmp_path / tables.TUNE_DIR
+    folder = tmp_path / tuning.TUNE_DIR
     for name, shift in (("best", 0.0), ("beta=0.001", 0.1), ("alpha=3", -0.1), ("teacher", 0.2)):
         v = json.loads(json.dumps(r))
         for row in v["per_image"]:
@@ -136,7 +136,7 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
                     row["attacks"][kind]["delta-psnr"] += shift
         (folder / name).mkdir(parents=True)
         (folder / name / "metrics.json").write_text(json.dumps(v))
-    df = figures.tuning(tmp_path).set_index("variant")
+    df = tuning.tuning(tmp_path).set_index("variant")
     assert list(df.index) == ["teacher (Stage I, the model best distils)", "best (as configured)",
                               "best, alpha=3", "best, beta=0.001"]
     # the teacher is a reference: its difference to best is shown, the rule is not applied
@@ -150,26 +150,26 @@ def test_tuning_table_is_per_image_differences_to_best(tmp_path):
     assert df.loc["best, beta=0.001", "vs best: clean rate (%)"] == "+0.00 [+0.00, +0.00]"
     assert df.loc["best, beta=0.001", "tuning rule"] == "passes"
     assert df.loc["best, alpha=3", "tuning rule"] == "fails: dPSNR worse"
-    assert figures.tuning(tmp_path / "none").empty
+    assert tuning.tuning(tmp_path / "none").empty
 
 
 def test_tuning_rule_needs_one_side_better_and_nothing_worse():
     """The tuning rule reads the intervals: less damage on one side is not enough when the
     clean rate is higher (alpha=0.3 at hyper-q4), and no interval excluding 0 is no change."""
     ci = lambda lo, hi: {"lo": lo, "hi": hi}  # noqa: E731
-    zero = {k: ci(-0.1, 0.1) for k in tables.TUNE_BETTER}
-    assert tables.tuning_rule(zero) == "fails: no side better"
-    assert tables.tuning_rule({**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2)}) == "passes"
-    assert tables.tuning_rule({**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2),
+    zero = {k: ci(-0.1, 0.1) for k in tuning.TUNE_BETTER}
+    assert tuning.tuning_rule(zero) == "fails: no side better"
+    assert tuning.tuning_rule({**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2)}) == "passes"
+    assert tuning.tuning_rule({**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2),
                                "vs best: clean rate (%)": ci(1.5, 2.3)}) == \
         "fails: clean rate worse"
-    assert tables.tuning_rule({**zero, "vs best: dPSNR (dB)": ci(0.1, 0.3),
+    assert tuning.tuning_rule({**zero, "vs best: dPSNR (dB)": ci(0.1, 0.3),
                                "vs best: clean PSNR (dB)": ci(-0.04, -0.01)}) == \
         "fails: clean PSNR worse"
     # a second training seed of best is no candidate: it is the spread to read the rest against
     better = {**zero, "vs best: dbpp (% points)": ci(-1.1, -0.2)}
-    assert tables.tuning_verdict("seed=1", better) == tables.SEED_SPREAD
-    assert tables.tuning_verdict("alpha=3+seed=1", better) == "passes"
+    assert tuning.tuning_verdict("seed=1", better) == tuning.SEED_SPREAD
+    assert tuning.tuning_verdict("alpha=3+seed=1", better) == "passes"
 
 
 def test_tuning_figure_colours_each_interval_by_its_side_of_zero():
@@ -178,10 +178,10 @@ def test_tuning_figure_colours_each_interval_by_its_side_of_zero():
     the pretrained codec left out."""
     from matplotlib.colors import to_hex
     ci = lambda lo, hi: {"lo": lo, "hi": hi, "mean": (lo + hi) / 2}  # noqa: E731
-    cis = {"pretrained": {k: ci(5, 6) for k in tables.TUNE_BETTER},
+    cis = {"pretrained": {k: ci(5, 6) for k in tuning.TUNE_BETTER},
            "alpha=3": {"vs best: clean PSNR (dB)": ci(0.1, 0.2), "vs best: clean rate (%)": ci(-2, -1),
                        "vs best: dPSNR (dB)": ci(-0.3, -0.1), "vs best: dbpp (% points)": ci(-1, 1)}}
-    fig = figures.fig_tuning({"from hyper-q4": cis})
+    fig = tuning.fig_tuning({"from hyper-q4": cis})
     bars = [[to_hex(ln.get_color()) for ln in ax.get_lines() if len(ln.get_xdata()) == 2
              and ln.get_xdata()[0] != ln.get_xdata()[1]] for ax in fig.axes]
     assert bars == [["#2e8b2e"], ["#2e8b2e"], ["#c03030"], ["#909090"]]
@@ -198,7 +198,7 @@ def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
     assert {k for k in a if a[k] != b.get(k)} == {"pretrained", "teacher", "run_dir",
                                                   "results_dir", "variants"}
     assert b["pretrained"] == "models/cpu/hyper-q4-long/model.pt"
-    assert b["results_dir"] == tables.TUNE_DIR_AT["q4long"] and a["results_dir"] == tables.TUNE_DIR
+    assert b["results_dir"] == tuning.TUNE_DIR_AT["q4long"] and a["results_dir"] == tuning.TUNE_DIR
     assert set(a["variants"].split(",")) < set(b["variants"].split(","))
 
 
