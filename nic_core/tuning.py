@@ -54,10 +54,9 @@ def _tuning_found(root, tune_dir: str) -> Dict[str, Dict[str, Any]]:
 
 def tuning_intervals(root=".", tune_dir: str = TUNE_DIR) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """Per variant of ``tune_dir`` other than ``best`` (the references, the pretrained codec
-    and the teacher, included): the
-    paired differences to ``best`` over the images, ``{column of TUNE_BETTER: bootstrap_ci}``
-    (clean PSNR, clean rate in % of best's, damage of the single psnr / bpp attacks). Empty
-    without a ``best``."""
+    and the teacher, included): the paired differences to ``best`` over the images,
+    ``{column of TUNE_BETTER: bootstrap_ci}`` (clean PSNR, clean rate in % of best's, damage
+    of the single psnr / bpp attacks). Empty without a ``best``."""
     found = _tuning_found(root, tune_dir)
     base = found.get("best")
     if base is None:

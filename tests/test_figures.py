@@ -189,6 +189,26 @@ def test_tuning_figure_colours_each_interval_by_its_side_of_zero():
     assert fig.axes[-1].texts[0].get_text() == "fails (hyper-q4)"
 
 
+def test_tuning_reference_rows_are_evaluated_like_the_variants():
+    """scripts/reproduce_cpu.sh evaluates the pretrained and teacher rows of a tuning with
+    params/cpu/eval_protocol2.yaml and the overrides eval_set val, eval_limit 0, eval_crop 192,
+    eval_worst_case '': that must be the evaluation each tuning params file gives its variants,
+    or the reference rows would be measured differently from the rows they are read against."""
+    import re
+    import yaml
+    script = (ROOT / "scripts" / "reproduce_cpu.sh").read_text()
+    step = script[script.index("    tune|tune-q4long)"):script.index("    jpeg) ")]
+    over = dict(re.findall(r"-p (eval_\w+) (\S+)", step.split("for ref in")[1]))
+    assert over == {"eval_set": "val", "eval_limit": "0", "eval_crop": "192",
+                    "eval_worst_case": '""'}
+    p2 = yaml.safe_load((ROOT / "params" / "cpu" / "eval_protocol2.yaml").read_text())
+    p2.update(eval_set="val", eval_limit=0, eval_crop=192, eval_worst_case="")
+    for q in ("hyper-q4", "hyper-q4-long"):
+        tune = yaml.safe_load((ROOT / "params" / "cpu" / q / "04_tune.yaml").read_text())
+        assert {k: tune[k] for k in p2 if k != "progress"} == \
+            {k: v for k, v in p2.items() if k != "progress"}, q
+
+
 def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
     """params/cpu/hyper-q4-long/04_tune.yaml changes only the codec, the teacher, the folders
     and adds variants; its results_dir is the one the tuning_q4long table reads."""
