@@ -54,3 +54,16 @@ def test_readme_includes_equal_their_files(path, block):
     (which tests/test_notebooks.py checks against what make figures builds from the results)."""
     assert block.strip() == (ROOT / path).read_text().strip(), \
         f"README block differs from {path}: run make figures and paste the file"
+
+
+def test_readme_names_of_nic_core_exist():
+    """Every `nic_core.module.name` the README or DESIGN.md cites in code quotes exists (a
+    function moved to another module leaves a stale name behind otherwise)."""
+    import importlib
+    cited = set()
+    for doc in ("README.md", "DESIGN.md"):
+        cited |= set(re.findall(r"`nic_core\.([a-z_]+)\.([A-Za-z_]\w*)", (ROOT / doc).read_text()))
+    assert cited
+    missing = [f"nic_core.{m}.{n}" for m, n in sorted(cited)
+               if not hasattr(importlib.import_module(f"nic_core.{m}"), n)]
+    assert not missing, missing
