@@ -82,8 +82,8 @@ STAGE: Dict[str, Dict[str, Spec]] = {
     "pretrain": {
         "init": (str, None, None, "start from this codec's weights (fine-tune another rate "
                  "point from a trained codec; None: from scratch)"),
-        "init_widen": (bool, False, None, "init is a Hyper with fewer latent channels M: "
-                       "start as it, new channels unused (models.widen_latent)"),
+        "init_widen": (bool, False, None, "init is a Hyper with fewer channels (N and/or M): "
+                       "start as it, new channels unused (models.widen_hyper)"),
     },
     "teacher": {
         "pretrained": (str, "runs/smoke/01_pretrain/checkpoint.pt", None,

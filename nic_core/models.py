@@ -232,50 +232,51 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# Hyper's tensors whose shape follows M: (name, dim of M, how the new channels start)
-_M_TENSORS = {"g_a.6.weight": (0, "small"), "g_a.6.bias": (0, "small"),  # encoder: y's channels
-              "g_s.0.weight": (0, "zero"),  # decoder input (ConvTranspose: [in, out, k, k])
-              "h_a.0.weight": (1, "zero"),  # hyper-encoder input
-              "h_s.4.weight": (0, "zero"), "h_s.4.bias": (0, "scale")}  # scales of y
-
-
 @torch.no_grad()
-def widen_latent(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 0.1,
-                 scale_bias: float = 0.2) -> torch.nn.Module:
-    """Copy a trained Hyper codec into ``wide``, a Hyper with the same N and more latent
-    channels M, so that the wide codec starts as the narrow one (fine-tune it afterwards).
+def widen_hyper(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 0.1,
+                scale_bias: float = 0.2) -> torch.nn.Module:
+    """Copy a trained Hyper codec into ``wide``, a Hyper with more channels (a larger transform
+    width N, more latent channels M, or both), so that the wide codec starts as the narrow one
+    (fine-tune it afterwards; Net2Net-style widening, Chen et al. 2016).
 
-    The old channels keep their weights. The new ones start unused: the decoder's and the
-    hyper-encoder's weights from them are zero (so ``x_hat`` and ``z`` are unchanged), the
-    encoder's weights to them are ``wide``'s random initialisation times ``small`` (so they
-    round to ~0 and the zero decoder weights receive a gradient, as in a LoRA update), and
-    their predicted scale is ``scale_bias`` (a small, live ReLU: ~0.02 bits per new value).
-    It lets a trained codec grow towards CompressAI's M (320 at lmbda 0.0483 where ours has 96)
-    without training from scratch (Net2Net-style widening, Chen et al. 2016). Measured on
-    hyper-q6-long to M 192 (README, "The codecs under attack"): +0.11 dB after 8000 steps, and
-    a rate that the bpp attack inflates far more (+90 % against +21 %).
+    Every old weight keeps its value. A new channel starts unused but live: the weights *from*
+    it into the next layer are zero (so every old channel, ``x_hat`` and the scales of the old
+    latents are unchanged), the weights *to* it are ``wide``'s random initialisation times
+    ``small`` (so it carries a small signal and the zero weights after it receive a gradient,
+    as in a LoRA update). GDN's new ``gamma`` entries and the entropy bottleneck's new channels
+    keep ``wide``'s initialisation, which for GDN couples no old channel to a new one. The
+    scales predicted for new latent channels (M) start at ``scale_bias`` (a small, live ReLU:
+    ~0.02 bits per new value); new hyper-latent channels (N) cost the bits of a fresh entropy
+    bottleneck until it adapts (~0.01-0.03 bpp). It lets a trained codec grow towards
+    CompressAI's widths (N 192, M 320 at lmbda 0.0483 where ours has 64 and 96) without
+    training from scratch. Measured (README, "The codecs under attack"): hyper-q6-long to M 192,
+    +0.11 dB after 8000 steps and a rate that the bpp attack inflates far more (+90 % against
+    +21 %); to a larger N, ``hyper-q6-n*``.
 
     Raises:
-        ValueError: when the codecs are not both Hyper, N differs, or ``wide`` is not wider.
+        ValueError: when the codecs are not both Hyper, or ``wide`` is not wider (N and M each
+            at least the narrow one's, one of them larger).
     """
     kind = zoo_image.model_architectures[ARCHS["hyper"]]
     if not (type(narrow) is kind and type(wide) is kind):  # not a subclass (Cheng is one)
-        raise ValueError("widen_latent needs two 'hyper' codecs "
+        raise ValueError("widen_hyper needs two 'hyper' codecs "
                          f"(got {type(narrow).__name__}, {type(wide).__name__})")
-    old, new = dict(narrow.named_parameters()), dict(wide.named_parameters())
-    m0, m1 = old["g_a.6.weight"].shape[0], new["g_a.6.weight"].shape[0]
-    if old["g_a.0.weight"].shape != new["g_a.0.weight"].shape or m1 <= m0:
-        raise ValueError(f"widen_latent: N must match and M grow (narrow N={narrow.N}, M={m0}; "
-                         f"wide N={wide.N}, M={m1})")
-    for name, p in new.items():
-        if name not in _M_TENSORS:
-            p.copy_(old[name])
-            continue
-        dim, start = _M_TENSORS[name]
-        fresh = p.movedim(dim, 0)  # a view: writes go to p
-        if start == "small":
-            fresh[m0:] *= small
-        else:
-            fresh[m0:] = 0.0 if start == "zero" else scale_bias
-        fresh[:m0] = old[name].movedim(dim, 0)
+    (n0, m0), (n1, m1) = ((c.g_a[0].out_channels, c.g_a[6].out_channels) for c in (narrow, wide))
+    if n1 < n0 or m1 < m0 or (n1, m1) == (n0, m0):
+        raise ValueError(f"widen_hyper: N and M may only grow, one of them must (narrow N={n0}, "
+                         f"M={m0}; wide N={n1}, M={m1})")
+    old, modules = dict(narrow.named_parameters()), dict(wide.named_modules())
+    for name, p in wide.named_parameters():
+        owner, _, what = name.rpartition(".")
+        mod, fresh = modules[owner], p.clone()  # wide's own initialisation
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            out_dim = 1 if isinstance(mod, torch.nn.ConvTranspose2d) and what == "weight" else 0
+            fresh.movedim(out_dim, 0)[old[name].shape[out_dim]:] *= small  # into new channels
+            if what == "weight":
+                in_dim = 1 - out_dim
+                fresh.movedim(in_dim, 0)[old[name].shape[in_dim]:] = 0.0  # out of new channels
+        fresh[tuple(slice(0, s) for s in old[name].shape)] = old[name]
+        p.copy_(fresh)
+    wide.h_s[4].weight[m0:] = 0.0  # the scales of new latent channels: a live constant
+    wide.h_s[4].bias[m0:] = scale_bias
     return wide

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from . import checkpoints, cli, config, data, defenses, distributed, evaluate
-from .models import build_model, widen_latent
+from .models import build_model, widen_hyper
 from .trainers import make_objective, resolve_device, seed_everything, train
 
 PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb"}
@@ -92,13 +92,13 @@ def build_student(cfg: Dict[str, Any], device) -> torch.nn.Module:
             raise FileNotFoundError(f"init checkpoint {cfg['init']!r} not found")
         start = checkpoints.load_model(cfg["init"], device=device)
         if cfg.get("init_widen"):  # a wider Hyper that starts as init (ValueError if not)
-            return widen_latent(start, model).train()
+            return widen_hyper(start, model).train()
         theirs, ours = dict(start.named_parameters()), dict(model.named_parameters())
         wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
         if wrong:
             raise ValueError(f"init {cfg['init']!r} does not fit model={cfg['model']!r} N={cfg['N']}"
                              f" M={cfg['M']}: {len(wrong)} tensors differ, e.g. {wrong[:3]} "
-                             "(a Hyper with a larger M: set init_widen true)")
+                             "(a Hyper with a larger N or M: set init_widen true)")
         model = start.train()
     return model
 

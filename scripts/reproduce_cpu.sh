@@ -57,6 +57,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-ma2023-q4long eval-div2k-q4long eval-div2k-teacher-q4long eval-div2k-pkdt-q4long
        eval-div2k-adv-q4long eval-div2k-ma2023-q4long eval-k24-q4long eval-k24-teacher-q4long
        eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long tune-q4long
+       q6-n88 clean-hyper-q6-n88 eval-q6n88 q6-p128 clean-hyper-q6-p128 q6-p256 clean-hyper-q6-p256
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -125,7 +126,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long|q6-wide|q6-p128|q6-p256) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while
       # unfinished); skipped while its file exists (delete it to measure again), so a fresh
@@ -201,6 +202,7 @@ run_step() {
     eval-q4long) evaluate hyper-q4-long "pretrained (q4, 22000 steps)" ;;
     eval-q6long) evaluate hyper-q6-long "pretrained (q6, 28000 steps)" ;;
     eval-q6wide) evaluate hyper-q6-wide "pretrained (q6, M 192, widened from hyper-q6-long)" ;;
+    eval-q6n88) evaluate hyper-q6-n88 "pretrained (q6, N 88, widened from hyper-q6-long)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
