@@ -286,9 +286,9 @@ def test_init_widen_grows_m_and_starts_as_the_narrow_codec(smoke_run_dir, tmp_pa
     """``init_widen``: a Hyper with twice the latent channels decodes exactly what the trained
     narrow codec decodes, pays almost no rate for the unused channels, and its new decoder
     weights receive a gradient (they would stay at zero if the new latents were exactly zero);
-    without the flag, or with another N, it is refused."""
+    without the flag, or with a smaller N, it is refused."""
     from nic_core import runs
-    from nic_core.models import widen_latent
+    from nic_core.models import widen_hyper
     ck = str(smoke_run_dir / "checkpoint.pt")
     narrow = checkpoints.load_model(ck).eval()
     cfg = {**config.defaults("pretrain", N=48, M=128, init=ck, init_widen=True,
@@ -305,10 +305,38 @@ def test_init_widen_grows_m_and_starts_as_the_narrow_codec(smoke_run_dir, tmp_pa
     assert wide.g_s[0].weight.grad[64:].abs().sum() > 0
     with pytest.raises(ValueError, match="set init_widen true"):
         runs.build_student({**cfg, "init_widen": False}, "cpu")
-    with pytest.raises(ValueError, match="N must match"):
+    with pytest.raises(ValueError, match="may only grow"):
         runs.build_student({**cfg, "N": 32}, "cpu")
+    with pytest.raises(ValueError, match="may only grow"):
+        widen_hyper(narrow, build_model("hyper", N=48, M=64))
     with pytest.raises(ValueError, match="two 'hyper' codecs"):
-        widen_latent(narrow, build_model("cheng2020-anchor", N=48))
+        widen_hyper(narrow, build_model("cheng2020-anchor", N=48))
+
+
+def test_widen_hyper_grows_n_and_starts_as_the_narrow_codec(smoke_run_dir):
+    """A larger transform width N (every conv, GDN and the hyper-latent z): the same decoded
+    image (up to float summation order), the same scales for the old latents, a small rate for
+    the new z channels, GDN coupling no old channel to a new one, and a gradient for the zero
+    weights out of the new channels in every layer of the decoder."""
+    from nic_core.models import widen_hyper
+    narrow = checkpoints.load_model(str(smoke_run_dir / "checkpoint.pt")).eval()
+    n0, m0 = narrow.g_a[0].out_channels, narrow.g_a[6].out_channels
+    wide = widen_hyper(narrow, build_model("hyper", N=n0 + 16, M=m0)).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = codec_forward(narrow, x, "round"), codec_forward(wide, x, "round")
+        ya, yb = narrow.g_a(x), wide.g_a(x)
+    torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(yb, ya, rtol=0, atol=1e-5)
+    torch.testing.assert_close(b["likelihoods"]["y"], a["likelihoods"]["y"], rtol=0, atol=1e-5)
+    assert 0 < (b["bpp"] - a["bpp"]).max() < 0.05  # 16 fresh hyper-latent channels
+    for gdn in (wide.g_a[1], wide.g_s[3]):
+        assert gdn.gamma_reparam(gdn.gamma)[:n0, n0:].abs().max() == 0
+    out = codec_forward(wide.train(), x, "noise")
+    ((out["x_hat"] - x) ** 2).mean().backward()
+    for conv in (wide.g_s[2], wide.g_s[4]):  # ConvTranspose2d: weight [in, out, k, k]
+        assert conv.weight.grad[n0:].abs().sum() > 0
+    assert wide.g_s[6].weight.grad[n0:].abs().sum() > 0
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tmp_path, tiny_data):
