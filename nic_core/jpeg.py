@@ -20,7 +20,7 @@ from . import cli, config, evaluate, runs
 from .metrics import psnr
 from .stats import interpolate_rd
 
-__all__ = ["encode", "jpeg_curve", "margin_over_jpeg", "QUALITIES"]
+__all__ = ["encode", "jpeg_curve", "margin_over_jpeg", "margin_per_image", "QUALITIES"]
 
 QUALITIES = (3, 5, 8, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # 3-8: down to ~0.2 bpp
 
@@ -38,22 +38,23 @@ def encode(img: torch.Tensor, quality: int):
 
 def jpeg_curve(images, qualities: Sequence[int] = QUALITIES, dataset: str = "") -> Dict[str, Any]:
     """JPEG's R-D points on ``images`` (list of ``(name, [3,H,W])``), CompressAI's eval JSON with
-    one list entry per quality (means over images of real bpp and PSNR)."""
+    one list entry per quality (means over images of real bpp and PSNR); ``per_image`` holds each
+    image's own curve (``{"name", "bpp": [...], "psnr-rgb": [...]}``, one entry per quality)."""
     qualities = sorted(int(q) for q in qualities)
     if not qualities or not all(1 <= q <= 95 for q in qualities):
         raise ValueError(f"JPEG qualities must lie in 1..95, got {qualities}")
-    bpp, ps = [], []
+    per = [{"name": n, "bpp": [], "psnr-rgb": []} for n, _ in images]
     for q in qualities:
-        b, p = [], []
-        for _, t in images:
+        for row, (_, t) in zip(per, images):
             dec, nbytes = encode(t, q)
-            b.append(nbytes * 8.0 / (t.shape[-1] * t.shape[-2]))
-            p.append(float(psnr(t[None], dec[None])[0]))
-        bpp.append(sum(b) / len(b))
-        ps.append(sum(p) / len(p))
+            row["bpp"].append(nbytes * 8.0 / (t.shape[-1] * t.shape[-2]))
+            row["psnr-rgb"].append(float(psnr(t[None], dec[None])[0]))
+    mean = [[sum(r[k][i] for r in per) / len(per) for i in range(len(qualities))]
+            for k in ("bpp", "psnr-rgb")]
     return {"name": "JPEG", "description": "Pillow JPEG, 4:2:0, optimised Huffman, whole file",
             "dataset": dataset, "config": {"qualities": qualities},
-            "results": {"bpp": bpp, "psnr-rgb": ps, "quality": qualities}}
+            "results": {"bpp": mean[0], "psnr-rgb": mean[1], "quality": qualities},
+            "per_image": per}
 
 
 def margin_over_jpeg(results: Dict[str, Any], curve: Dict[str, Any]):
@@ -63,6 +64,28 @@ def margin_over_jpeg(results: Dict[str, Any], curve: Dict[str, Any]):
     bpp, p = results["results"]["bpp"][-1], results["results"]["psnr-rgb"][-1]
     ref = interpolate_rd(pts, bpp)
     return None if ref is None else p - ref
+
+
+def margin_per_image(results: Dict[str, Any], curve: Dict[str, Any]) -> Dict[str, float]:
+    """Each image's clean PSNR minus JPEG's on that image at the codec's rate for it (log-rate
+    interpolation on the image's own JPEG curve): the margin over JPEG as paired per-image
+    values, so two codecs' margins can be compared with a paired interval. Images outside
+    their JPEG curve's rate range are left out.
+
+    Raises:
+        ValueError: the curve has no per-image points (made before they were saved: run
+            ``python -m nic_core.jpeg`` again).
+    """
+    if "per_image" not in curve:
+        raise ValueError(f"the JPEG curve {curve.get('dataset', '')!r} has no per-image points; "
+                         "make it again with `python -m nic_core.jpeg`")
+    jpeg = {r["name"]: list(zip(r["bpp"], r["psnr-rgb"])) for r in curve["per_image"]}
+    out = {}
+    for r in results["per_image"]:
+        ref = interpolate_rd(jpeg[r["name"]], r["bpp"]) if r["name"] in jpeg else None
+        if ref is not None:
+            out[r["name"]] = r["psnr-rgb"] - ref
+    return out
 
 
 def main(argv=None) -> int:

@@ -458,6 +458,21 @@ def test_jpeg_curve_and_margin(images, results):
     fake = {"results": {"bpp": [bpp[1]], "psnr-rgb": [ps[1] + 1.5]}}
     assert jpeg.margin_over_jpeg(fake, curve) == pytest.approx(1.5)
     assert jpeg.margin_over_jpeg({"results": {"bpp": [100.0], "psnr-rgb": [1.0]}}, curve) is None
+    # each image's own curve: its means are the curve's; a codec 1.5 dB above JPEG on image 0 at
+    # JPEG's middle rate there, and 0.5 dB below on image 1 half-way (in log rate) between two
+    per = curve["per_image"]
+    assert [r["name"] for r in per] == [n for n, _ in images]
+    assert bpp[1] == pytest.approx(sum(r["bpp"][1] for r in per) / len(per))
+    (b0, b1), (p0, p1) = per[1]["bpp"][:2], per[1]["psnr-rgb"][:2]
+    codec = {"per_image": [{"name": per[0]["name"], "bpp": per[0]["bpp"][1],
+                            "psnr-rgb": per[0]["psnr-rgb"][1] + 1.5},
+                           {"name": per[1]["name"], "bpp": (b0 * b1) ** 0.5,
+                            "psnr-rgb": (p0 + p1) / 2 - 0.5},
+                           {"name": "not-in-the-curve", "bpp": 1.0, "psnr-rgb": 30.0}]}
+    m = jpeg.margin_per_image(codec, curve)
+    assert m == {per[0]["name"]: pytest.approx(1.5), per[1]["name"]: pytest.approx(-0.5)}
+    with pytest.raises(ValueError, match="no per-image points"):
+        jpeg.margin_per_image(codec, {k: v for k, v in curve.items() if k != "per_image"})
 
 
 def test_protocols_table(results, worst, capsys, tmp_path):

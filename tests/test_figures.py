@@ -274,6 +274,25 @@ def test_codecs_set_each_image_set_against_jpeg_on_the_same_images():
     assert k8 != k24 and df.loc["pretrained (Hyper), Kodak 24", "file"].endswith("_kodak24.json")
 
 
+def test_codec_steps_compare_margins_over_jpeg_per_crop():
+    """The "what lifts a codec" table: per-crop margins over JPEG (each crop against its own JPEG
+    curve) average to within 0.1 dB of the margin at the mean point for the committed codecs,
+    a step's paired difference is the difference of its two margins, and hyper-q4's row reads
+    the finished model (metrics_p2.json), not the mid-run clean point beside it."""
+    from nic_core.jpeg import margin_over_jpeg
+    found = figures.load(ROOT)[0]
+    df = tables.codec_steps(ROOT).set_index("b - a")
+    for key, name in (("pretrained-q4", "hyper-q4"), ("pretrained-q6long", "hyper-q6-long")):
+        row = df.loc[f"{name}-long - {name}" if key == "pretrained-q4" else
+                     "hyper-q6-wide - hyper-q6-long"]
+        mine = row["margin of a (dB)"]
+        assert abs(mine - margin_over_jpeg(found[key], found["jpeg"])) < 0.1, (name, mine)
+    row = df.loc["hyper-q6-wide - hyper-q6-long"]
+    diff = float(row["margin b - a (dB)"].split()[0])
+    assert abs(diff - (row["margin of b (dB)"] - row["margin of a (dB)"])) <= 0.011
+    assert df.loc["hyper-q4-long - hyper-q4", "margin of a (dB)"] == pytest.approx(0.76, abs=0.01)
+
+
 def test_rd_figure_draws_jpeg_over_the_learned_codecs_rate_range_only():
     """Fig. 3's clean panel: JPEG up to 1.3x the highest learned-codec rate, whatever other
     JPEG curves (DIV2K, Kodak 24, reaching 3-4 bpp) are loaded beside it."""
