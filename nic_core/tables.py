@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 
 from . import stats
-from .jpeg import margin_over_jpeg, margin_per_image
+from .jpeg import margin_over_jpeg
 from .results import load_results
 
 REPRO = "scripts/reproduce_cpu.sh"
@@ -115,7 +115,9 @@ def at_q4long(key: str) -> str:
 
 # hyper-q6-long widened from M 96 to 192 and trained as long again (is q6 held back by width?)
 WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
-                              f"{REPRO} q6-wide eval-q6wide")}
+                              f"{REPRO} q6-wide eval-q6wide"),
+        "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
+                             f"{REPRO} q6-n88 eval-q6n88")}
 RUNS.update(WIDE)
 ABLATIONS = ("no-smooth", "no-dydx", "no-dbpp")
 TABLE2_ROWS = ("pkdt", *(f"abl-{v}" for v in ABLATIONS))
@@ -145,7 +147,9 @@ for q, (c, what) in LONG.items():
                   **{f"pretrained-{q}": f"pretrained ({what}: {c})"})
 LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in FROM_Q4LONG},
               **{"pretrained-q6wide": "pretrained (lmbda 0.0483, M 192 widened from "
-                 "hyper-q6-long, 8000 steps: hyper-q6-wide)"})
+                 "hyper-q6-long, 8000 steps: hyper-q6-wide)",
+                 "pretrained-q6n88": "pretrained (lmbda 0.0483, N 88 widened from "
+                 "hyper-q6-long, 8000 steps: hyper-q6-n88)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -312,7 +316,9 @@ SEED_PAIRS += (
               ("pretrained: hyper-q6-long - hyper-q6 (8000 steps more)", "pretrained-q6",
                "pretrained-q6long"),
               ("pretrained: hyper-q6-wide - hyper-q6-long (M 192, 8000 steps more)",
-               "pretrained-q6long", "pretrained-q6wide"))
+               "pretrained-q6long", "pretrained-q6wide"),
+              ("pretrained: hyper-q6-n88 - hyper-q6-long (N 88, 8000 steps more)",
+               "pretrained-q6long", "pretrained-q6n88"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
@@ -339,57 +345,6 @@ def seeds(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
                                       {n: 100 * v / ba[n] for n, v in bb.items() if n in ba}),
             "dPSNR psnr attack (dB)": _paired(_damage(ra, "psnr"), _damage(rb, "psnr")),
             "dbpp bpp attack (% points)": _paired(_damage(ra, "bpp"), _damage(rb, "bpp")),
-        })
-    return pd.DataFrame(rows)
-
-
-# What lifts a codec over JPEG (issue 9): (what, codec a, codec b), b - a on the first 8 Kodak
-# crops, each codec's clean point from results/cpu/NAME/metrics_p2.json (the finished model), else
-# from metrics_clean.json (a codec measured clean only; for hyper-q4 that file is a mid-run point)
-CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
-               ("8000 steps more, lmbda 0.0483", "hyper-q6", "hyper-q6-long"),
-               ("M 96 -> 192, 8000 steps", "hyper-q6-long", "hyper-q6-wide"),
-               ("N 64 -> 88, 8000 steps", "hyper-q6-long", "hyper-q6-n88"),
-               ("4000 steps more (128x128 patches, batch 8)", "hyper-q6-long", "hyper-q6-p128"),
-               ("256x256 patches, batch 2, against 128x128, batch 8 (4000 steps each)",
-                "hyper-q6-p128", "hyper-q6-p256"))
-
-
-def _clean_point(root, name: str) -> Optional[Dict[str, Any]]:
-    for f in ("metrics_p2.json", "metrics_clean.json"):
-        path = Path(root) / "results" / "cpu" / name / f
-        if path.is_file():
-            return load_results(path)
-    return None
-
-
-def codec_steps(root=".") -> pd.DataFrame:
-    """What lifts a codec over JPEG: per step (codec b against the codec a it started from),
-    each codec's margin over JPEG on the first 8 Kodak crops (mean over crops of its PSNR minus
-    JPEG's on that crop at the codec's rate for it, :func:`nic_core.jpeg.margin_per_image`),
-    the paired difference b - a with its 95 % bootstrap interval, and the clean PSNR and rate
-    changes. A step whose interval contains 0 lifted nothing measurable."""
-    jpeg = Path(root) / "results" / "cpu" / "jpeg_kodak8.json"
-    if not jpeg.is_file():
-        return pd.DataFrame()
-    curve, rows = load_results(jpeg), []
-    for what, a, b in CODEC_STEPS:
-        ra, rb = _clean_point(root, a), _clean_point(root, b)
-        if ra is None or rb is None:
-            rows.append({"step": what, "b - a": f"{b} - {a}", "margin of a (dB)": "not run yet"})
-            continue
-        ma, mb = margin_per_image(ra, curve), margin_per_image(rb, curve)
-        ba, bb = (stats.per_image_values(r, None, "bpp") for r in (ra, rb))
-        rows.append({
-            "step": what, "b - a": f"{b} - {a}",
-            "margin of a (dB)": round(sum(ma.values()) / len(ma), 2),
-            "margin of b (dB)": round(sum(mb.values()) / len(mb), 2),
-            "margin b - a (dB)": _paired(ma, mb) + ("" if len(ma) == len(mb) == len(ba) else
-                                                   f" ({len(set(ma) & set(mb))} crops)"),
-            "clean PSNR (dB)": _paired(stats.per_image_values(ra, None, "psnr-rgb"),
-                                       stats.per_image_values(rb, None, "psnr-rgb")),
-            "clean rate (%)": _paired({n: 100.0 for n in ba},
-                                      {n: 100 * v / ba[n] for n, v in bb.items() if n in ba}),
         })
     return pd.DataFrame(rows)
 

@@ -281,7 +281,8 @@ def test_codec_steps_compare_margins_over_jpeg_per_crop():
     the finished model (metrics_p2.json), not the mid-run clean point beside it."""
     from nic_core.jpeg import margin_over_jpeg
     found = figures.load(ROOT)[0]
-    df = tables.codec_steps(ROOT).set_index("b - a")
+    from nic_core.jpeg import codec_steps
+    df = codec_steps(ROOT).set_index("b - a")
     for key, name in (("pretrained-q4", "hyper-q4"), ("pretrained-q6long", "hyper-q6-long")):
         row = df.loc[f"{name}-long - {name}" if key == "pretrained-q4" else
                      "hyper-q6-wide - hyper-q6-long"]
