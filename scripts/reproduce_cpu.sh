@@ -28,7 +28,8 @@
 # Table 2 from it ~1 h, hyper-q6-wide ~1 h, the eps 1e-3 / DIV2K / Kodak-24 evaluations from
 # hyper-q4-long ~4.5 h (Kodak 24 ~37 min each; its Stage I / II weights are not committed:
 # RETRAIN=1 retrains them first, ~50 min), the tuning again from hyper-q4-long ~2.5 h (an
-# 800-step variant and a second seed more): about 42 core-hours, ~21 h on two cores.
+# 800-step variant and a second seed more), hyper-q6-n88 ~1.5 h and its evaluation ~15 min, the
+# two patch runs ~25 min each: about 44 core-hours, ~22 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
