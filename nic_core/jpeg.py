@@ -103,10 +103,12 @@ def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
 CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
                ("8000 steps more, lmbda 0.0483", "hyper-q6", "hyper-q6-long"),
                ("M 96 -> 192, 8000 steps", "hyper-q6-long", "hyper-q6-wide"),
-               ("N 64 -> 88, 8000 steps", "hyper-q6-long", "hyper-q6-n88"),
                ("4000 steps more (128x128 patches, batch 8)", "hyper-q6-long", "hyper-q6-p128"),
                ("256x256 patches, batch 2, against 128x128, batch 8 (4000 steps each)",
-                "hyper-q6-p128", "hyper-q6-p256"))
+                "hyper-q6-p128", "hyper-q6-p256"),
+               ("5000 steps more on 256x256 patches", "hyper-q6-p256", "hyper-q6-p256-long"),
+               ("N 64 -> 88 against N 64, 5000 steps each on 256x256", "hyper-q6-p256-long",
+                "hyper-q6-n88"))
 
 
 def _clean_point(root, name: str) -> Optional[Dict[str, Any]]:

@@ -149,7 +149,7 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
               **{"pretrained-q6wide": "pretrained (lmbda 0.0483, M 192 widened from "
                  "hyper-q6-long, 8000 steps: hyper-q6-wide)",
                  "pretrained-q6n88": "pretrained (lmbda 0.0483, N 88 widened from "
-                 "hyper-q6-long, 8000 steps: hyper-q6-n88)"})
+                 "hyper-q6-p256, 5000 steps on 256x256 patches: hyper-q6-n88)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -317,7 +317,7 @@ SEED_PAIRS += (
                "pretrained-q6long"),
               ("pretrained: hyper-q6-wide - hyper-q6-long (M 192, 8000 steps more)",
                "pretrained-q6long", "pretrained-q6wide"),
-              ("pretrained: hyper-q6-n88 - hyper-q6-long (N 88, 8000 steps more)",
+              ("pretrained: hyper-q6-n88 - hyper-q6-long (N 88, 256x256 patches, 9000 steps more)",
                "pretrained-q6long", "pretrained-q6n88"))
 
 

@@ -28,8 +28,8 @@
 # Table 2 from it ~1 h, hyper-q6-wide ~1 h, the eps 1e-3 / DIV2K / Kodak-24 evaluations from
 # hyper-q4-long ~4.5 h (Kodak 24 ~37 min each; its Stage I / II weights are not committed:
 # RETRAIN=1 retrains them first, ~50 min), the tuning again from hyper-q4-long ~2.5 h (an
-# 800-step variant and a second seed more), hyper-q6-n88 ~1.5 h and its evaluation ~15 min, the
-# two patch runs ~25 min each: about 44 core-hours, ~22 h on two cores.
+# 800-step variant and a second seed more), the two patch runs ~25 min each, hyper-q6-p256-long
+# ~40 min, hyper-q6-n88 ~1 h and its evaluation ~15 min: about 44 core-hours, ~22 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -58,7 +58,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-ma2023-q4long eval-div2k-q4long eval-div2k-teacher-q4long eval-div2k-pkdt-q4long
        eval-div2k-adv-q4long eval-div2k-ma2023-q4long eval-k24-q4long eval-k24-teacher-q4long
        eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long tune-q4long
-       q6-n88 clean-hyper-q6-n88 eval-q6n88 q6-p128 clean-hyper-q6-p128 q6-p256 clean-hyper-q6-p256
+       q6-p128 clean-hyper-q6-p128 q6-p256 clean-hyper-q6-p256 q6-p256-long clean-hyper-q6-p256-long
+       q6-n88 clean-hyper-q6-n88 eval-q6n88
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -127,7 +128,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while
       # unfinished); skipped while its file exists (delete it to measure again), so a fresh
@@ -203,7 +204,7 @@ run_step() {
     eval-q4long) evaluate hyper-q4-long "pretrained (q4, 22000 steps)" ;;
     eval-q6long) evaluate hyper-q6-long "pretrained (q6, 28000 steps)" ;;
     eval-q6wide) evaluate hyper-q6-wide "pretrained (q6, M 192, widened from hyper-q6-long)" ;;
-    eval-q6n88) evaluate hyper-q6-n88 "pretrained (q6, N 88, widened from hyper-q6-long)" ;;
+    eval-q6n88) evaluate hyper-q6-n88 "pretrained (q6, N 88, widened from hyper-q6-p256)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
