@@ -27,7 +27,7 @@ from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPE
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
                      TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
                      markdown, _damage, at_q4long, matched_rate, seeds, table)
-from .jpeg import codec_steps  # noqa: E402
+from .strength import codec_steps, fig_codec_steps  # noqa: E402
 from .tuning import TUNE_DIR, TUNE_DIR_AT, fig_tuning, tuning, tuning_intervals  # noqa: E402
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
@@ -352,6 +352,9 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
                if cis}
     if tunings:
         written += save(fig_tuning(tunings), out, "fig_tuning_cpu")
+    fig, _ = fig_codec_steps(root)  # what lifts a codec over JPEG
+    if fig is not None:
+        written += save(fig, out, "fig_codec_steps_cpu")
     if any(k in found for k in TABLE1_ROWS):
         written += save(fig_rd(found, clean_only(found, root)), out, "fig3_rd_cpu")
         written += save(fig_summary(found), out, "fig1_summary_cpu")

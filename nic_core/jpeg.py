@@ -10,21 +10,17 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 
-from . import cli, config, evaluate, runs, stats
-from .results import load_results
+from . import cli, config, evaluate, runs
 from .metrics import psnr
 from .stats import interpolate_rd
 
-__all__ = ["encode", "jpeg_curve", "margin_over_jpeg", "margin_per_image", "codec_steps",
-           "QUALITIES"]
+__all__ = ["encode", "jpeg_curve", "margin_over_jpeg", "margin_per_image", "QUALITIES"]
 
 QUALITIES = (3, 5, 8, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # 3-8: down to ~0.2 bpp
 
@@ -90,64 +86,6 @@ def margin_per_image(results: Dict[str, Any], curve: Dict[str, Any]) -> Dict[str
         if ref is not None:
             out[r["name"]] = r["psnr-rgb"] - ref
     return out
-
-
-def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
-    ci = stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
-    return f"{ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
-
-
-# What lifts a codec over JPEG (issue 9): (what, codec a, codec b), b - a on the first 8 Kodak
-# crops, each codec's clean point from results/cpu/NAME/metrics_p2.json (the finished model), else
-# from metrics_clean.json (a codec measured clean only; for hyper-q4 that file is a mid-run point)
-CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
-               ("8000 steps more, lmbda 0.0483", "hyper-q6", "hyper-q6-long"),
-               ("M 96 -> 192, 8000 steps", "hyper-q6-long", "hyper-q6-wide"),
-               ("4000 steps more (128x128 patches, batch 8)", "hyper-q6-long", "hyper-q6-p128"),
-               ("256x256 patches, batch 2, against 128x128, batch 8 (4000 steps each)",
-                "hyper-q6-p128", "hyper-q6-p256"),
-               ("5000 steps more on 256x256 patches", "hyper-q6-p256", "hyper-q6-p256-long"),
-               ("N 64 -> 88 against N 64, 5000 steps each on 256x256", "hyper-q6-p256-long",
-                "hyper-q6-n88"))
-
-
-def _clean_point(root, name: str) -> Optional[Dict[str, Any]]:
-    for f in ("metrics_p2.json", "metrics_clean.json"):
-        path = Path(root) / "results" / "cpu" / name / f
-        if path.is_file():
-            return load_results(path)
-    return None
-
-
-def codec_steps(root=".") -> pd.DataFrame:
-    """What lifts a codec over JPEG: per step (codec b against the codec a it started from),
-    each codec's margin over JPEG on the first 8 Kodak crops (mean over crops of its PSNR minus
-    JPEG's on that crop at the codec's rate for it, :func:`nic_core.jpeg.margin_per_image`),
-    the paired difference b - a with its 95 % bootstrap interval, and the clean PSNR and rate
-    changes. A step whose interval contains 0 lifted nothing measurable."""
-    jpeg = Path(root) / "results" / "cpu" / "jpeg_kodak8.json"
-    if not jpeg.is_file():
-        return pd.DataFrame()
-    curve, rows = load_results(jpeg), []
-    for what, a, b in CODEC_STEPS:
-        ra, rb = _clean_point(root, a), _clean_point(root, b)
-        if ra is None or rb is None:
-            rows.append({"step": what, "b - a": f"{b} - {a}", "margin of a (dB)": "not run yet"})
-            continue
-        ma, mb = margin_per_image(ra, curve), margin_per_image(rb, curve)
-        ba, bb = (stats.per_image_values(r, None, "bpp") for r in (ra, rb))
-        rows.append({
-            "step": what, "b - a": f"{b} - {a}",
-            "margin of a (dB)": round(sum(ma.values()) / len(ma), 2),
-            "margin of b (dB)": round(sum(mb.values()) / len(mb), 2),
-            "margin b - a (dB)": _paired(ma, mb) + ("" if len(ma) == len(mb) == len(ba) else
-                                                   f" ({len(set(ma) & set(mb))} crops)"),
-            "clean PSNR (dB)": _paired(stats.per_image_values(ra, None, "psnr-rgb"),
-                                       stats.per_image_values(rb, None, "psnr-rgb")),
-            "clean rate (%)": _paired({n: 100.0 for n in ba},
-                                      {n: 100 * v / ba[n] for n, v in bb.items() if n in ba}),
-        })
-    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> int:

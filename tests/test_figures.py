@@ -281,7 +281,7 @@ def test_codec_steps_compare_margins_over_jpeg_per_crop():
     the finished model (metrics_p2.json), not the mid-run clean point beside it."""
     from nic_core.jpeg import margin_over_jpeg
     found = figures.load(ROOT)[0]
-    from nic_core.jpeg import codec_steps
+    from nic_core.strength import codec_steps
     df = codec_steps(ROOT).set_index("b - a")
     for key, name in (("pretrained-q4", "hyper-q4"), ("pretrained-q6long", "hyper-q6-long")):
         row = df.loc[f"{name}-long - {name}" if key == "pretrained-q4" else
@@ -292,6 +292,14 @@ def test_codec_steps_compare_margins_over_jpeg_per_crop():
     diff = float(row["margin b - a (dB)"].split()[0])
     assert abs(diff - (row["margin of b (dB)"] - row["margin of a (dB)"])) <= 0.011
     assert df.loc["hyper-q4-long - hyper-q4", "margin of a (dB)"] == pytest.approx(0.76, abs=0.01)
+    # the figure: one point per codec with results, at the table's margin, green from +1 dB
+    from nic_core.strength import fig_codec_steps
+    fig, names = fig_codec_steps(ROOT)
+    assert names[:4] == ["hyper-q4", "hyper-q4-long", "hyper-q6", "hyper-q6-long"]
+    points = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    x = {n: float(p.get_xdata()[0]) for n, p in zip(names, points)}
+    assert round(x["hyper-q4-long"], 2) == df.loc["hyper-q4-long - hyper-q4", "margin of b (dB)"]
+    assert points[1].get_color() == "tab:green" and points[2].get_color() == "tab:blue"
 
 
 def test_rd_figure_draws_jpeg_over_the_learned_codecs_rate_range_only():
