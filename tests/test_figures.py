@@ -222,6 +222,36 @@ def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
     assert set(a["variants"].split(",")) < set(b["variants"].split(","))
 
 
+def test_codec_steps_compare_runs_that_differ_only_in_what_the_step_names():
+    """The codec-strength experiments are controlled: the two patch runs differ only in patch
+    and batch (same pixels per step), hyper-q6-n88 and its control only in N (and the widening
+    flag), each pair starts from the same codec; every codec of the table has a params file
+    and a training step in the reproduction script."""
+    import re
+
+    import yaml
+    from nic_core.strength import CODEC_STEPS
+
+    def params(name):
+        return yaml.safe_load((ROOT / "params" / "cpu" / f"01_pretrain_{name}.yaml").read_text())
+
+    def differ(a, b):
+        return {k for k in {*a, *b} if a.get(k) != b.get(k)}
+
+    p128, p256 = params("hyper-q6-p128"), params("hyper-q6-p256")
+    assert differ(p128, p256) == {"patch_size", "batch_size", "run_dir"}
+    assert p128["patch_size"] ** 2 * p128["batch_size"] == p256["patch_size"] ** 2 * p256["batch_size"]
+    n88, ctrl = params("hyper-q6-n88"), params("hyper-q6-p256-long")
+    assert differ(ctrl, n88) == {"N", "init_widen", "run_dir"} and n88["N"] > ctrl["N"]
+    assert n88["init"] == ctrl["init"] == "models/cpu/hyper-q6-p256/model.pt"
+    script = (ROOT / "scripts" / "reproduce_cpu.sh").read_text()
+    steps = set(re.search(r"STEPS=\((.*?)\)", script, re.S).group(1).split())
+    for _, a, b in CODEC_STEPS:
+        for name in (a, b):
+            assert params(name)["run_dir"] == f"runs/cpu/{name}"
+            assert name.removeprefix("hyper-") in steps, name
+
+
 def test_every_results_file_names_a_step_of_the_reproduction_script():
     """RUNS' commands name steps that scripts/reproduce_cpu.sh runs by default (a typo there
     would send a reader to a step that does not exist)."""
