@@ -59,7 +59,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-div2k-adv-q4long eval-div2k-ma2023-q4long eval-k24-q4long eval-k24-teacher-q4long
        eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long tune-q4long
        q6-p128 clean-hyper-q6-p128 q6-p256 clean-hyper-q6-p256 q6-p256-long clean-hyper-q6-p256-long
-       q6-n88 clean-hyper-q6-n88 eval-q6n88
+       q6-n88 clean-hyper-q6-n88 eval-q6n88 eval-q6p256long
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -205,6 +205,7 @@ run_step() {
     eval-q6long) evaluate hyper-q6-long "pretrained (q6, 28000 steps)" ;;
     eval-q6wide) evaluate hyper-q6-wide "pretrained (q6, M 192, widened from hyper-q6-long)" ;;
     eval-q6n88) evaluate hyper-q6-n88 "pretrained (q6, N 88, widened from hyper-q6-p256)" ;;
+    eval-q6p256long) evaluate hyper-q6-p256-long "pretrained (q6, 256x256 patches, 9000 steps more)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
