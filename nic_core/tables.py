@@ -117,7 +117,9 @@ def at_q4long(key: str) -> str:
 WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
                               f"{REPRO} q6-wide eval-q6wide"),
         "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
-                             f"{REPRO} q6-n88 eval-q6n88")}
+                             f"{REPRO} q6-n88 eval-q6n88"),
+        "pretrained-q6p256long": ("results/cpu/hyper-q6-p256-long/metrics_p2.json",  # patch 256
+                                  f"{REPRO} q6-p256 q6-p256-long eval-q6p256long")}
 RUNS.update(WIDE)
 ABLATIONS = ("no-smooth", "no-dydx", "no-dbpp")
 TABLE2_ROWS = ("pkdt", *(f"abl-{v}" for v in ABLATIONS))
@@ -149,7 +151,9 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
               **{"pretrained-q6wide": "pretrained (lmbda 0.0483, M 192 widened from "
                  "hyper-q6-long, 8000 steps: hyper-q6-wide)",
                  "pretrained-q6n88": "pretrained (lmbda 0.0483, N 88 widened from "
-                 "hyper-q6-p256, 5000 steps on 256x256 patches: hyper-q6-n88)"})
+                 "hyper-q6-p256, 5000 steps on 256x256 patches: hyper-q6-n88)",
+                 "pretrained-q6p256long": "pretrained (lmbda 0.0483, hyper-q6-long trained 9000 "
+                 "steps more on 256x256 patches: hyper-q6-p256-long)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -317,8 +321,10 @@ SEED_PAIRS += (
                "pretrained-q6long"),
               ("pretrained: hyper-q6-wide - hyper-q6-long (M 192, 8000 steps more)",
                "pretrained-q6long", "pretrained-q6wide"),
-              ("pretrained: hyper-q6-n88 - hyper-q6-long (N 88, 256x256 patches, 9000 steps more)",
-               "pretrained-q6long", "pretrained-q6n88"))
+              ("pretrained: hyper-q6-p256-long - hyper-q6-long (256x256 patches, 9000 steps more)",
+               "pretrained-q6long", "pretrained-q6p256long"),
+              ("pretrained: hyper-q6-n88 - hyper-q6-p256-long (N 88, same 5000 steps)",
+               "pretrained-q6p256long", "pretrained-q6n88"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
