@@ -68,7 +68,8 @@ is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" 
 train() {
   local name=$1 stage=$2 params=$3; shift 3
   if is_done "$name"; then echo "== $name: done (models/cpu/$name)"; return; fi
-  if [ ! -d "models/cpu/$name" ] && [ -f "results/cpu/$name/metrics_p2.json" ] && [ -z "${RETRAIN:-}" ]; then
+  if [ ! -d "models/cpu/$name" ] && [ -z "${RETRAIN:-}" ] && { [ -f "results/cpu/$name/metrics_p2.json" ] ||
+       [ -f "results/cpu/$name/metrics_clean.json" ]; }; then  # (a codec measured clean only)
     echo "== $name: its results are committed, its model is not (RETRAIN=1 trains it)"; return
   fi
   local run=runs/cpu/$name
