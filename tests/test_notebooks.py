@@ -151,14 +151,15 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
                  "table1_kodak24.md", "table1_kodak24_q4long.md", "table2.md", "table2.csv",
                  "table2_q4long.md", "verdicts.md", "verdict_grid.md", "codecs.md",
                  "seeds.md", "matched_rate.md", "matched_rate_div2k.md", "matched_rate_kodak24.md",
-                 "tuning.md", "tuning_q4long.md"):
+                 "tuning.md", "tuning_q4long.md", "codec_steps.md"):
         assert (tmp_path / "tab" / name).read_text() == \
             (ROOT / "results" / "cpu" / "tables" / name).read_text(), name
     fig = tmp_path / "fig"
     made = sorted(p.name for p in fig.iterdir()) if fig.exists() else []
     committed = sorted(p.name for p in (ROOT / "figures").iterdir()
                        if p.stem.startswith(("fig1_", "fig3_", "fig4_", "fig5_", "fig_verdicts",
-                                             "fig_tuning", "learning_", "visual_")))
+                                             "fig_tuning", "fig_codec_steps", "learning_",
+                                             "visual_")))
     assert made == committed, (made, committed)
     assert figures.PALETTE["pkdt"] != figures.PALETTE["adv"]
 
