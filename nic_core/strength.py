@@ -16,13 +16,9 @@ import pandas as pd
 from . import stats
 from .jpeg import margin_per_image
 from .results import load_results
+from .tables import _paired
 
 JPEG8 = "results/cpu/jpeg_kodak8.json"
-
-
-def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
-    ci = stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
-    return f"{ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
 
 
 # What lifts a codec over JPEG (issue 9): (what, codec a, codec b), b - a on the first 8 Kodak
@@ -73,6 +69,9 @@ def codec_steps(root=".") -> pd.DataFrame:
             rows.append({"step": what, "b - a": f"{b} - {a}", "margin of a (dB)": "not run yet"})
             continue
         ma, mb = margins[a], margins[b]
+        if not set(ma) & set(mb):
+            raise ValueError(f"{a} / {b}: no crop within the rate range of its JPEG curve "
+                             f"({JPEG8}); widen the curve's qualities")
         ba, bb = (stats.per_image_values(r, None, "bpp") for r in (ra, rb))
         rows.append({
             "step": what, "b - a": f"{b} - {a}",
@@ -95,7 +94,7 @@ def fig_codec_steps(root=".") -> Tuple[Optional[Any], List[str]]:
     import matplotlib.pyplot as plt
 
     margins = _margins(root) or {}
-    names = list(margins)
+    names = [n for n in margins if margins[n]]
     if not names:
         return None, []
     cis = [stats.bootstrap_ci(list(margins[n].values())) for n in names]

@@ -332,6 +332,23 @@ def test_codec_steps_compare_margins_over_jpeg_per_crop():
     assert points[1].get_color() == "tab:green" and points[2].get_color() == "tab:blue"
 
 
+def test_codec_steps_refuse_a_jpeg_curve_that_covers_no_crop(tmp_path):
+    """A JPEG curve whose rates lie below every codec's is an error naming the codecs, not a
+    division by zero or a silent empty row."""
+    curve = json.loads((ROOT / "results" / "cpu" / "jpeg_kodak8.json").read_text())
+    for row in curve["per_image"]:
+        row["bpp"], row["psnr-rgb"] = row["bpp"][:2], row["psnr-rgb"][:2]  # qualities 3 and 5
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "jpeg_kodak8.json").write_text(json.dumps(curve))
+    for name in ("hyper-q4", "hyper-q4-long"):
+        (tmp_path / "results" / "cpu" / name).mkdir()
+        shutil.copy(ROOT / "results" / "cpu" / name / "metrics_p2.json",
+                    tmp_path / "results" / "cpu" / name)
+    from nic_core.strength import codec_steps
+    with pytest.raises(ValueError, match="hyper-q4 / hyper-q4-long: no crop within"):
+        codec_steps(tmp_path)
+
+
 def test_rd_figure_draws_jpeg_over_the_learned_codecs_rate_range_only():
     """Fig. 3's clean panel: JPEG up to 1.3x the highest learned-codec rate, whatever other
     JPEG curves (DIV2K, Kodak 24, reaching 3-4 bpp) are loaded beside it."""
