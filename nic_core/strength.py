@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 
 from . import stats
-from .jpeg import margin_per_image
+from .jpeg import margin_over_jpeg, margin_per_image
 from .results import load_results
 from .tables import _paired
 
@@ -33,6 +33,10 @@ CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
                ("5000 steps more on 256x256 patches", "hyper-q6-p256", "hyper-q6-p256-long"),
                ("N 64 -> 88 against N 64, 5000 steps each on 256x256", "hyper-q6-p256-long",
                 "hyper-q6-n88"))
+
+
+def _round(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 2)
 
 
 def _clean_point(root, name: str) -> Optional[Dict[str, Any]]:
@@ -57,7 +61,8 @@ def _margins(root) -> Optional[Dict[str, Dict[str, float]]]:
 def codec_steps(root=".") -> pd.DataFrame:
     """What lifts a codec over JPEG: per step (codec b against the codec a it started from),
     each codec's margin over JPEG on the first 8 Kodak crops (mean over crops of its PSNR minus
-    JPEG's on that crop at the codec's rate for it, :func:`nic_core.jpeg.margin_per_image`),
+    JPEG's on that crop at the codec's rate for it, :func:`nic_core.jpeg.margin_per_image`;
+    b's margin at its mean point too, :func:`nic_core.jpeg.margin_over_jpeg`, as in the codecs table),
     the paired difference b - a with its 95 % bootstrap interval, and the clean PSNR and rate
     changes. A step whose interval contains 0 lifted nothing measurable."""
     margins, rows = _margins(root), []
@@ -77,6 +82,7 @@ def codec_steps(root=".") -> pd.DataFrame:
             "step": what, "b - a": f"{b} - {a}",
             "margin of a (dB)": round(sum(ma.values()) / len(ma), 2),
             "margin of b (dB)": round(sum(mb.values()) / len(mb), 2),
+            "b at its mean point (dB)": _round(margin_over_jpeg(rb, load_results(Path(root) / JPEG8))),
             "margin b - a (dB)": _paired(ma, mb) + ("" if len(ma) == len(mb) == len(ba) else
                                                    f" ({len(set(ma) & set(mb))} crops)"),
             "clean PSNR (dB)": _paired(stats.per_image_values(ra, None, "psnr-rgb"),

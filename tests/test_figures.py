@@ -321,6 +321,8 @@ def test_codec_steps_compare_margins_over_jpeg_per_crop():
     row = df.loc["hyper-q6-wide - hyper-q6-long"]
     diff = float(row["margin b - a (dB)"].split()[0])
     assert abs(diff - (row["margin of b (dB)"] - row["margin of a (dB)"])) <= 0.011
+    assert row["b at its mean point (dB)"] == round(margin_over_jpeg(found["pretrained-q6wide"],
+                                                                     found["jpeg"]), 2)
     assert df.loc["hyper-q4-long - hyper-q4", "margin of a (dB)"] == pytest.approx(0.76, abs=0.01)
     # the figure: one point per codec with results, at the table's margin, green from +1 dB
     from nic_core.strength import fig_codec_steps
