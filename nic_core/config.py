@@ -84,6 +84,12 @@ STAGE: Dict[str, Dict[str, Spec]] = {
                  "point from a trained codec; None: from scratch)"),
         "init_widen": (bool, False, None, "init is a Hyper with fewer channels (N and/or M): "
                        "start as it, new channels unused (models.widen_hyper)"),
+        "train_quant": (str, "noise", lambda v: v in ("noise", "ste"),
+                        "quantisation of the training forward: noise (Balle et al.), or ste "
+                        "(real rounding, straight-through gradient: with freeze g_a, the hard "
+                        "stage of Guo et al. 2021's soft-then-hard, trainers.pretrain_objective)"),
+        "freeze": (str, "", lambda v: v in ("", "g_a"),
+                   "keep these weights fixed: '' (none) or g_a (the analysis transform)"),
     },
     "teacher": {
         "pretrained": (str, "runs/smoke/01_pretrain/checkpoint.pt", None,

@@ -224,8 +224,9 @@ def aux_parameters(model: torch.nn.Module):
 
 
 def net_parameters(model: torch.nn.Module):
-    """All other trainable parameters (the net optimiser)."""
-    return [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    """All other trainable parameters (the net optimiser); frozen ones are left out."""
+    return [p for n, p in model.named_parameters()
+            if not n.endswith(".quantiles") and p.requires_grad]
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -100,6 +100,8 @@ def build_student(cfg: Dict[str, Any], device) -> torch.nn.Module:
                              f" M={cfg['M']}: {len(wrong)} tensors differ, e.g. {wrong[:3]} "
                              "(a Hyper with a larger N or M: set init_widen true)")
         model = start.train()
+    if cfg.get("freeze"):  # e.g. g_a: the hard stage of soft-then-hard (pretrain_objective)
+        getattr(model, cfg["freeze"]).requires_grad_(False)
     return model
 
 

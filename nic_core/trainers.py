@@ -353,8 +353,15 @@ def make_objective(cfg: Dict[str, Any], teacher: Optional[torch.nn.Module] = Non
 
 def pretrain_objective(cfg: Dict[str, Any], model: torch.nn.Module,
                        x: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Pretraining: RD loss on the clean batch."""
-    return losses.rd_loss(codec_forward(model, x, "noise"), x, cfg["lmbda"])
+    """Pretraining: RD loss on the clean batch, through ``cfg["train_quant"]``.
+
+    ``"noise"`` is Balle et al.'s proxy. ``"ste"`` with ``freeze="g_a"`` is the hard stage of
+    "soft then hard" (Guo et al., ICML 2021): with the analysis transform fixed, y is fixed, so
+    the rate term is the real code length of round(y) under the hyperprior and the synthesis
+    transform learns from the very y_hat it decodes at test time.
+    """
+    return losses.rd_loss(codec_forward(model, x, cfg.get("train_quant", "noise")), x,
+                          cfg["lmbda"])
 
 
 def teacher_objective(cfg: Dict[str, Any], terms: Tuple[str, ...], model: torch.nn.Module,
