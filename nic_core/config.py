@@ -83,7 +83,11 @@ STAGE: Dict[str, Dict[str, Spec]] = {
         "init": (str, None, None, "start from this codec's weights (fine-tune another rate "
                  "point from a trained codec; None: from scratch)"),
         "init_widen": (bool, False, None, "init is a Hyper with fewer channels (N and/or M): "
-                       "start as it, new channels unused (models.widen_hyper)"),
+                       "start as it (widen_mode)"),
+        "widen_mode": (str, "zero", lambda v: v in ("zero", "split"),
+                       "how init_widen grows init: zero (new channels start unused, "
+                       "models.widen_hyper) or split (channels split into twins, Net2Net, N only: "
+                       "models.split_hyper)"),
         "train_quant": (str, "noise", lambda v: v in ("noise", "ste"),
                         "quantisation of the training forward: noise (Balle et al.), or ste "
                         "(real rounding, straight-through gradient: with freeze g_a, the hard "

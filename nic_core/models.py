@@ -282,3 +282,79 @@ def widen_hyper(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 0
     wide.h_s[4].weight[m0:] = 0.0  # the scales of new latent channels: a live constant
     wide.h_s[4].bias[m0:] = scale_bias
     return wide
+
+
+# Hyper's layers by the kind of channels they read and write (split_hyper): N = transform width,
+# z = hyper-latent (also N wide), M = latent, rgb = image
+_HYPER_CONVS = {"g_a.0": ("rgb", "N"), "g_a.2": ("N", "N"), "g_a.4": ("N", "N"), "g_a.6": ("N", "M"),
+                "g_s.0": ("M", "N"), "g_s.2": ("N", "N"), "g_s.4": ("N", "N"), "g_s.6": ("N", "rgb"),
+                "h_a.0": ("M", "N"), "h_a.2": ("N", "N"), "h_a.4": ("N", "z"),
+                "h_s.0": ("z", "N"), "h_s.2": ("N", "N"), "h_s.4": ("N", "M")}
+
+
+@torch.no_grad()
+def split_hyper(narrow: torch.nn.Module, wide: torch.nn.Module, noise: float = 0.2,
+                small: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """Copy a trained Hyper into ``wide`` (the same M, up to twice its N) by *splitting* channels,
+    Net2WiderNet (Chen et al., ICLR 2016), so that the wide codec computes exactly what the narrow
+    one computes and every new channel is in use from the first step.
+
+    Old transform channel j < N_wide - N gets a twin j + N: the weights into the twin are j's;
+    j's weights out into the next layer (a convolution, or GDN's gamma, which sees x_j^2) are
+    shared between the two as ``(1 - r, r)`` with ``r = 1/2 + U(-noise, noise)`` drawn per
+    weight. As the twins carry the same signal, the next layer receives the same sum; as their
+    outgoing weights differ, so do their gradients, and the twins drift apart in training (equal
+    shares would keep them equal for ever). GDN's rows are copied for the twin. The hyper-latent
+    z (N channels as well) is not split: a twin of z would be coded twice; its new channels start
+    unused as in :func:`widen_hyper` (weights out of them zero, into them ``small`` times
+    ``wide``'s initialisation, the entropy bottleneck's new channels fresh).
+
+    Raises:
+        ValueError: not two Hyper codecs, different M, or N_wide not in (N, 2N].
+    """
+    kind = zoo_image.model_architectures[ARCHS["hyper"]]
+    if not (type(narrow) is kind and type(wide) is kind):
+        raise ValueError("split_hyper needs two 'hyper' codecs "
+                         f"(got {type(narrow).__name__}, {type(wide).__name__})")
+    (n0, m0), (n1, m1) = ((c.g_a[0].out_channels, c.g_a[6].out_channels) for c in (narrow, wide))
+    if m1 != m0 or not n0 < n1 <= 2 * n0:
+        raise ValueError(f"split_hyper: the same M and N < N_wide <= 2N (narrow N={n0}, M={m0}; "
+                         f"wide N={n1}, M={m1}); widen_hyper grows M")
+    gen = torch.Generator().manual_seed(seed)
+    twin = torch.cat([torch.arange(n0), torch.arange(n1 - n0)])  # new channel -> old channel
+
+    def share(t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Split the weights out of each twinned channel along ``dim`` (which has n1 entries)."""
+        t = t.movedim(dim, 0)
+        r = 0.5 + noise * (2 * torch.rand(t[n0:].shape, generator=gen) - 1)
+        t[n0:] = t[:n1 - n0] * r
+        t[:n1 - n0] = t[:n1 - n0] * (1 - r)
+        return t.movedim(0, dim)
+
+    old, new = dict(narrow.named_parameters()), dict(wide.named_parameters())
+    for name, (src, dst) in _HYPER_CONVS.items():
+        conv = wide.get_submodule(name)
+        out_dim = 1 if isinstance(conv, torch.nn.ConvTranspose2d) else 0
+        w, b = old[name + ".weight"].clone(), old[name + ".bias"].clone()
+        if src == "N":  # the weights out of each twinned channel, shared
+            w = share(w.index_select(1 - out_dim, twin), 1 - out_dim)
+        elif src == "z":  # out of new hyper-latent channels: zero
+            shape = list(w.shape)
+            shape[1 - out_dim] = n1 - n0
+            w = torch.cat([w, w.new_zeros(shape)], 1 - out_dim)
+        if dst == "N":  # twins: the same weights in, the same bias
+            w, b = w.index_select(out_dim, twin), b[twin]
+        elif dst == "z":  # into new hyper-latent channels: small, fresh
+            w = torch.cat([w, small * new[name + ".weight"].narrow(out_dim, n0, n1 - n0)], out_dim)
+            b = torch.cat([b, small * new[name + ".bias"][n0:]])
+        new[name + ".weight"].copy_(w)
+        new[name + ".bias"].copy_(b)
+    for name in ("g_a.1", "g_a.3", "g_a.5", "g_s.1", "g_s.3", "g_s.5"):
+        a, g = narrow.get_submodule(name), wide.get_submodule(name)
+        beta, gamma = a.beta_reparam(a.beta)[twin], a.gamma_reparam(a.gamma)[twin][:, twin]
+        g.beta.copy_(g.beta_reparam.init(beta))
+        g.gamma.copy_(g.gamma_reparam.init(share(gamma, 1)))
+    eb_old, eb_new = narrow.entropy_bottleneck, wide.entropy_bottleneck
+    for pname, p in eb_new.named_parameters():  # [C, ...] per channel: old ones kept
+        p[:n0] = dict(eb_old.named_parameters())[pname]
+    return wide

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from . import checkpoints, cli, config, data, defenses, distributed, evaluate
-from .models import build_model, widen_hyper
+from .models import build_model, split_hyper, widen_hyper
 from .trainers import make_objective, resolve_device, seed_everything, train
 
 PRODUCED_BY = {"pretrained": "notebooks/01_pretrain.ipynb", "teacher": "notebooks/02_teacher.ipynb"}
@@ -92,6 +92,8 @@ def build_student(cfg: Dict[str, Any], device) -> torch.nn.Module:
             raise FileNotFoundError(f"init checkpoint {cfg['init']!r} not found")
         start = checkpoints.load_model(cfg["init"], device=device)
         if cfg.get("init_widen"):  # a wider Hyper that starts as init (ValueError if not)
+            if cfg.get("widen_mode", "zero") == "split":
+                return split_hyper(start, model, seed=cfg["seed"]).train()
             return widen_hyper(start, model).train()
         theirs, ours = dict(start.named_parameters()), dict(model.named_parameters())
         wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]

@@ -591,3 +591,30 @@ def test_cudnn_modes(monkeypatch):
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = b, d
     with pytest.raises(ValueError, match="precision"):
         config.validate("pretrain", {"precision": "fp16"})
+
+
+def test_hard_stage_freezes_g_a_and_trains_on_the_real_rate(smoke_run_dir, tmp_path):
+    """``train_quant ste`` + ``freeze g_a`` (soft-then-hard): the training forward's rate is the
+    rate of real rounding, not the noise proxy; g_a is neither optimised nor changed by training
+    while the decoder is; a ``freeze`` name that is not a module is refused."""
+    from nic_core import runs
+    from nic_core.trainers import pretrain_objective
+    ck = str(smoke_run_dir / "checkpoint.pt")
+    cfg = _cfg(tmp_path, N=48, M=64, init=ck, train_quant="ste", freeze="g_a", budget=4,
+               lr=1e-3)
+    model = runs.build_student(cfg, "cpu")
+    g_a0 = [p.detach().clone() for p in model.g_a.parameters()]
+    g_s0 = [p.detach().clone() for p in model.g_s.parameters()]
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    terms = pretrain_objective(cfg, model, x)
+    with torch.no_grad():
+        real = codec_forward(model, x, "round")["bpp"].mean()
+        proxy = codec_forward(model, x, "noise")["bpp"].mean()
+    assert abs(float(terms["bpp_loss"].detach()) - float(real)) < 1e-5
+    assert abs(float(proxy) - float(real)) > 1e-3  # the two rates differ: the test can fail
+    ds = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    train(model, ds, make_objective(cfg), cfg, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(g_a0, model.g_a.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(g_s0, model.g_s.parameters()))
+    with pytest.raises(ValueError, match="freeze"):
+        config.validate("pretrain", {**config.defaults("pretrain"), "freeze": "encoder"})
