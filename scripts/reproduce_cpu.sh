@@ -129,7 +129,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128|q4-p256) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while
       # unfinished); skipped while its file exists (delete it to measure again), so a fresh

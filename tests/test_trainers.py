@@ -339,6 +339,43 @@ def test_widen_hyper_grows_n_and_starts_as_the_narrow_codec(smoke_run_dir):
     assert wide.g_s[6].weight.grad[n0:].abs().sum() > 0
 
 
+def test_split_hyper_grows_n_with_twins_in_use_from_the_start(smoke_run_dir, tmp_path):
+    """``widen_mode split``: every transform channel split into twins computes the narrow codec's
+    y and x_hat (only float summation order differs), the twins carry the same signal but get
+    different gradients (unequal shares of the weights out of them), the old hyper-latent keeps
+    its likelihoods, and widths it cannot reach are refused."""
+    from nic_core import runs
+    from nic_core.models import split_hyper
+    ck = str(smoke_run_dir / "checkpoint.pt")
+    narrow = checkpoints.load_model(ck).eval()
+    n0, m0 = narrow.g_a[0].out_channels, narrow.g_a[6].out_channels
+    cfg = {**config.defaults("pretrain", N=2 * n0, M=m0, init=ck, init_widen=True,
+                             widen_mode="split", run_dir=str(tmp_path)), "stage": "pretrain"}
+    wide = runs.build_student(cfg, "cpu").eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = codec_forward(narrow, x, "round"), codec_forward(wide, x, "round")
+        h = wide.g_a[:2](x)  # after the first GDN: twin j + n0 equals channel j
+    torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(b["y"], a["y"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(b["likelihoods"]["y"], a["likelihoods"]["y"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(b["likelihoods"]["z"][:, :n0], a["likelihoods"]["z"], rtol=0,
+                               atol=1e-5)
+    torch.testing.assert_close(h[:, n0:], h[:, :n0], rtol=0, atol=1e-6)
+    assert h[:, n0:].abs().mean() > 1e-3  # the twins carry signal: in use from the start
+    def twin_gap(model):  # relative difference of the twins' gradients in the first layer
+        out = codec_forward(model.train(), x, "noise", torch.Generator().manual_seed(1))
+        ((out["x_hat"] - x) ** 2).mean().backward()
+        g = model.g_a[0].weight.grad
+        return float((g[n0:] - g[:n0]).abs().sum() / g[:n0].abs().sum())
+    assert twin_gap(wide) > 0.03  # unequal shares: the twins drift apart
+    assert twin_gap(split_hyper(narrow, build_model("hyper", N=2 * n0, M=m0), noise=0)) < 1e-6
+    with pytest.raises(ValueError, match="N < N_wide <= 2N"):
+        split_hyper(narrow, build_model("hyper", N=2 * n0 + 8, M=m0))
+    with pytest.raises(ValueError, match="N < N_wide <= 2N"):
+        split_hyper(narrow, build_model("hyper", N=n0 + 8, M=m0 + 8))
+
+
 def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tmp_path, tiny_data):
     """SIGTERM mid-training: a checkpoint at the signal, a clean exit (status 0) with a message,
     and the rerun reaches the same final weights as an uninterrupted run."""
