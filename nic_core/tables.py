@@ -79,10 +79,27 @@ for q, (c, _) in LONG.items():
                               f"{REPRO} {m}-{q} eval-{m}-{q}") for m in METHODS})
     TABLE1_AT[q] = (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS))
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
+# codecs trained further to lift them over JPEG (nic_core.strength): wider (M 192, N 88, N 128
+# by split twins), on 256x256 patches, soft-then-hard; the codecs table lists them, clean only
+# where they have no protocol-2 file
+WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
+                              f"{REPRO} q6-wide eval-q6wide"),
+        "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
+                             f"{REPRO} q6-n88 eval-q6n88"),
+        "pretrained-q6p256long": ("results/cpu/hyper-q6-p256-long/metrics_p2.json",  # patch 256
+                                  f"{REPRO} q6-p256 q6-p256-long eval-q6p256long"),
+        "pretrained-q6hard": ("results/cpu/hyper-q6-hard/metrics_p2.json",
+                              f"{REPRO} q6-hard clean-hyper-q6-hard"),
+        "pretrained-q6n128": ("results/cpu/hyper-q6-n128/metrics_p2.json",  # N 64 -> 128, split
+                              f"{REPRO} q6-p256 q6-n128 clean-hyper-q6-n128"),
+        "pretrained-q4p256": ("results/cpu/hyper-q4-p256/metrics_p2.json",  # lmbda 0.013, patch 256
+                              f"{REPRO} q4-p256 eval-q4p256")}
+RUNS.update(WIDE)
 # the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
 # retrained Stage I / II models are not bit-identical to those of Table 1 from hyper-q4-long)
-VARIANTS = {suffix: (step, what, (*bases, *TABLE1_AT["q4long"]))
+VARIANTS = {suffix: (step, what, (*bases, *TABLE1_AT["q4long"],
+                                  *(("pretrained-q4p256",) if step == "k24" else ())))
             for suffix, (step, what, bases) in VARIANTS.items()}
 
 
@@ -113,14 +130,6 @@ def at_q4long(key: str) -> str:
     return "pretrained-q4long" if key == "pretrained-q4" else f"{key}-q4long"
 
 
-# hyper-q6-long widened from M 96 to 192 and trained as long again (is q6 held back by width?)
-WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
-                              f"{REPRO} q6-wide eval-q6wide"),
-        "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
-                             f"{REPRO} q6-n88 eval-q6n88"),
-        "pretrained-q6p256long": ("results/cpu/hyper-q6-p256-long/metrics_p2.json",  # patch 256
-                                  f"{REPRO} q6-p256 q6-p256-long eval-q6p256long")}
-RUNS.update(WIDE)
 ABLATIONS = ("no-smooth", "no-dydx", "no-dbpp")
 TABLE2_ROWS = ("pkdt", *(f"abl-{v}" for v in ABLATIONS))
 # Table 2 and the second training seed again from hyper-q4-long, the lmbda 0.013 codec that
@@ -153,7 +162,13 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
                  "pretrained-q6n88": "pretrained (lmbda 0.0483, N 88 widened from "
                  "hyper-q6-p256, 5000 steps on 256x256 patches: hyper-q6-n88)",
                  "pretrained-q6p256long": "pretrained (lmbda 0.0483, hyper-q6-long trained 9000 "
-                 "steps more on 256x256 patches: hyper-q6-p256-long)"})
+                 "steps more on 256x256 patches: hyper-q6-p256-long)",
+                 "pretrained-q6hard": "pretrained (lmbda 0.0483, hyper-q6-p256-long with g_a "
+                 "frozen, 3000 steps with real rounding: hyper-q6-hard)",
+                 "pretrained-q6n128": "pretrained (lmbda 0.0483, N 128 split from hyper-q6-p256, "
+                 "5000 steps on 256x256 patches: hyper-q6-n128)",
+                 "pretrained-q4p256": "pretrained (lmbda 0.013, hyper-q4-long trained 4000 steps "
+                 "more on 256x256 patches: hyper-q4-p256)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp

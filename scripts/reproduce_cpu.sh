@@ -59,7 +59,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-div2k-adv-q4long eval-div2k-ma2023-q4long eval-k24-q4long eval-k24-teacher-q4long
        eval-k24-pkdt-q4long eval-k24-adv-q4long eval-k24-ma2023-q4long tune-q4long
        q6-p128 clean-hyper-q6-p128 q6-p256 clean-hyper-q6-p256 q6-p256-long clean-hyper-q6-p256-long
-       q6-n88 clean-hyper-q6-n88 eval-q6n88 eval-q6p256long
+       q6-n88 clean-hyper-q6-n88 eval-q6n88 eval-q6p256long q6-hard clean-hyper-q6-hard
+       q6-n128 clean-hyper-q6-n128 q4-p256 clean-hyper-q4-p256 eval-q4p256 eval-k24-q4p256
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -179,6 +180,7 @@ run_step() {
       case $m in
         q[1246]) name=hyper-$m ;;
         q4long) name=hyper-q4-long ;;
+        q4p256) name=hyper-q4-p256 ;;
         teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
         teacher-q4long|pkdt-q4long|adv-q4long|ma2023-q4long) name=hyper-q4-long-${m%-q4long} ;;
         *) echo "unknown step $1" >&2; exit 2 ;;
@@ -207,6 +209,7 @@ run_step() {
     eval-q6wide) evaluate hyper-q6-wide "pretrained (q6, M 192, widened from hyper-q6-long)" ;;
     eval-q6n88) evaluate hyper-q6-n88 "pretrained (q6, N 88, widened from hyper-q6-p256)" ;;
     eval-q6p256long) evaluate hyper-q6-p256-long "pretrained (q6, 256x256 patches, 9000 steps more)" ;;
+    eval-q4p256) evaluate hyper-q4-p256 "pretrained (q4, 256x256 patches, 4000 steps more)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;

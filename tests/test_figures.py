@@ -224,8 +224,8 @@ def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
 
 def test_codec_steps_compare_runs_that_differ_only_in_what_the_step_names():
     """The codec-strength experiments are controlled: the two patch runs differ only in patch
-    and batch (same pixels per step), hyper-q6-n88 and its control only in N (and the widening
-    flag), each pair starts from the same codec; every codec of the table has a params file
+    and batch (same pixels per step), hyper-q6-n88 and hyper-q6-n128 and their control only in N
+    (and how it is grown), each pair starts from the same codec; every codec of the table has a params file
     and a training step in the reproduction script."""
     import re
 
@@ -244,6 +244,9 @@ def test_codec_steps_compare_runs_that_differ_only_in_what_the_step_names():
     n88, ctrl = params("hyper-q6-n88"), params("hyper-q6-p256-long")
     assert differ(ctrl, n88) == {"N", "init_widen", "run_dir"} and n88["N"] > ctrl["N"]
     assert n88["init"] == ctrl["init"] == "models/cpu/hyper-q6-p256/model.pt"
+    n128 = params("hyper-q6-n128")  # N grown by split twins, the same control
+    assert differ(ctrl, n128) == {"N", "init_widen", "widen_mode", "run_dir"}
+    assert n128["widen_mode"] == "split" and n128["N"] == 2 * ctrl["N"]
     script = (ROOT / "scripts" / "reproduce_cpu.sh").read_text()
     steps = set(re.search(r"STEPS=\((.*?)\)", script, re.S).group(1).split())
     for _, a, b in CODEC_STEPS:
