@@ -34,7 +34,9 @@ CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
                ("N 64 -> 88 against N 64, 5000 steps each on 256x256", "hyper-q6-p256-long",
                 "hyper-q6-n88"),
                ("soft then hard: g_a frozen, 3000 steps with real rounding", "hyper-q6-p256-long",
-                "hyper-q6-hard"))
+                "hyper-q6-hard"),
+               ("4000 steps more on 256x256 patches, lmbda 0.013", "hyper-q4-long",
+                "hyper-q4-p256"))
 
 
 def _round(v: Optional[float]) -> Optional[float]:
