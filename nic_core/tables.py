@@ -339,7 +339,9 @@ SEED_PAIRS += (
               ("pretrained: hyper-q6-p256-long - hyper-q6-long (256x256 patches, 9000 steps more)",
                "pretrained-q6long", "pretrained-q6p256long"),
               ("pretrained: hyper-q6-n88 - hyper-q6-p256-long (N 88, same 5000 steps)",
-               "pretrained-q6p256long", "pretrained-q6n88"))
+               "pretrained-q6p256long", "pretrained-q6n88"),
+              ("pretrained: hyper-q4-p256 - hyper-q4-long (256x256 patches, 4000 steps more)",
+               "pretrained-q4long", "pretrained-q4p256"))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:

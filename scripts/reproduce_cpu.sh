@@ -29,7 +29,8 @@
 # hyper-q4-long ~4.5 h (Kodak 24 ~37 min each; its Stage I / II weights are not committed:
 # RETRAIN=1 retrains them first, ~50 min), the tuning again from hyper-q4-long ~2.5 h (an
 # 800-step variant and a second seed more), the two patch runs ~25 min each, hyper-q6-p256-long
-# ~40 min, hyper-q6-n88 ~1 h and its evaluation ~15 min: about 44 core-hours, ~22 h on two cores.
+# ~40 min, hyper-q6-n88 ~1 h and its evaluation ~15 min, hyper-q6-hard ~20 min, hyper-q6-n128
+# ~1.8 h, hyper-q4-p256 ~35 min and its evaluations ~55 min: about 48 core-hours, ~24 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
