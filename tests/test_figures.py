@@ -330,11 +330,13 @@ def test_codec_steps_compare_margins_over_jpeg_per_crop():
     # the figure: one point per codec with results, at the table's margin, green from +1 dB
     from nic_core.strength import fig_codec_steps
     fig, names = fig_codec_steps(ROOT)
-    assert names[:4] == ["hyper-q4", "hyper-q4-long", "hyper-q6", "hyper-q6-long"]
+    assert names[:5] == ["hyper-q4", "hyper-q4-long", "hyper-q4-p256", "hyper-q6", "hyper-q6-long"]
     points = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
     x = {n: float(p.get_xdata()[0]) for n, p in zip(names, points)}
     assert round(x["hyper-q4-long"], 2) == df.loc["hyper-q4-long - hyper-q4", "margin of b (dB)"]
-    assert points[1].get_color() == "tab:green" and points[2].get_color() == "tab:blue"
+    assert round(x["hyper-q4-p256"], 2) == df.loc["hyper-q4-p256 - hyper-q4-long",
+                                                  "margin of b (dB)"]
+    assert [p.get_color() for p in points[:4]] == ["tab:blue", "tab:green", "tab:green", "tab:blue"]
 
 
 def test_codec_steps_refuse_a_jpeg_curve_that_covers_no_crop(tmp_path):
