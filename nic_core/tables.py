@@ -98,8 +98,9 @@ RUNS.update(WIDE)
 # the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
 # retrained Stage I / II models are not bit-identical to those of Table 1 from hyper-q4-long)
-VARIANTS = {suffix: (step, what, (*bases, *TABLE1_AT["q4long"],
-                                  *(("pretrained-q4p256",) if step == "k24" else ())))
+# and single codecs evaluated with one more budget / image set, by step
+MORE_BASES = {"k24": ("pretrained-q4p256",)}  # hyper-q4-p256 on all 24 Kodak crops
+VARIANTS = {suffix: (step, what, (*bases, *TABLE1_AT["q4long"], *MORE_BASES.get(step, ())))
             for suffix, (step, what, bases) in VARIANTS.items()}
 
 
