@@ -27,7 +27,7 @@ from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPE
                      PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
                      TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
                      markdown, _damage, at_q4long, matched_rate, seeds, table)
-from .strength import codec_steps, fig_codec_steps  # noqa: E402
+from .strength import codec_steps, fig_codec_steps, read_history  # noqa: E402
 from .tuning import TUNE_DIR, TUNE_DIR_AT, fig_tuning, tuning, tuning_intervals  # noqa: E402
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
 
@@ -195,16 +195,13 @@ def fig_learning(root, names=("hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6
                               "hyper-q6-long", "hyper-q1", "cheng-q4")):
     """Training PSNR (from the MSE term) and rate of the committed codecs against the step,
     smoothed over 200 steps, so the reader sees where training stopped; None without any."""
-    import gzip
-    import json
     import math
 
     runs = []
     for n in names:
         p = Path(root) / "models" / "cpu" / n / "history.jsonl.gz"
         if p.is_file():
-            rows = [json.loads(r) for r in gzip.decompress(p.read_bytes()).decode().splitlines()]
-            runs.append((n, rows))
+            runs.append((n, read_history(p)))
     if not runs:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))

@@ -1,5 +1,6 @@
 """What lifts a codec over JPEG (issue 9): the margin over JPEG along the chain of codecs trained
-from one another (more steps, a wider M or N, a larger training patch), paired per crop.
+from one another (more steps, a wider M or N, a larger training patch, soft-then-hard), paired
+per crop; :func:`loss_gap` compares two runs' training losses on the same batches.
 
 A learned codec worth attacking should beat JPEG clearly (Balle et al. 2018's hyperprior is
 several dB above it); ours are small CPU codecs, and each attempt to lift the top rate point is
@@ -39,6 +40,38 @@ CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
                 "hyper-q6-p256-long", "hyper-q6-n128"),
                ("soft then hard: g_a frozen, 3000 steps with real rounding", "hyper-q6-p256-long",
                 "hyper-q6-hard"))
+
+
+def read_history(path) -> List[Dict[str, float]]:
+    """The rows of a run's ``history.jsonl`` or packed ``history.jsonl.gz``."""
+    import gzip
+    import json
+    raw = Path(path).read_bytes()
+    text = gzip.decompress(raw).decode() if str(path).endswith(".gz") else raw.decode()
+    return [json.loads(r) for r in text.splitlines() if r.strip()]
+
+
+def loss_gap(a, b, window: int = 500, key: str = "loss") -> List[Tuple[int, float]]:
+    """How far run b's training loss lies above run a's, in % of a's, per ``window`` steps:
+    ``[(first step, 100 * (mean_b / mean_a - 1)), ...]``. Meaningful for two runs that saw the
+    same batches (same seed, patch and batch size), such as hyper-q6-n128 and its control:
+
+        python -c "from nic_core.strength import loss_gap; print(loss_gap(
+            'models/cpu/hyper-q6-p256-long/history.jsonl.gz',
+            'results/cpu/hyper-q6-n128/history.jsonl.gz'))"
+
+    Raises:
+        ValueError: when the two histories do not cover the same steps.
+    """
+    ra, rb = read_history(a), read_history(b)
+    if [r["step"] for r in ra] != [r["step"] for r in rb]:
+        raise ValueError(f"{a} and {b} do not cover the same steps")
+    out = []
+    for i in range(0, len(ra), window):
+        xa = [r[key] for r in ra[i:i + window]]
+        xb = [r[key] for r in rb[i:i + window]]
+        out.append((ra[i]["step"], round(100 * (sum(xb) / sum(xa) - 1), 1)))
+    return out
 
 
 def _round(v: Optional[float]) -> Optional[float]:
