@@ -62,6 +62,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        q6-p128 clean-hyper-q6-p128 q6-p256 clean-hyper-q6-p256 q6-p256-long clean-hyper-q6-p256-long
        q6-n88 clean-hyper-q6-n88 eval-q6n88 eval-q6p256long q6-hard clean-hyper-q6-hard
        q6-n128 clean-hyper-q6-n128 q4-p256 clean-hyper-q4-p256 eval-q4p256 eval-k24-q4p256
+       teacher-q4p256 pkdt-q4p256 adv-q4p256 ma2023-q4p256 eval-teacher-q4p256 eval-pkdt-q4p256
+       eval-adv-q4p256 eval-ma2023-q4p256
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -111,9 +113,13 @@ variants_done() {
 }
 
 # codec C: the pretrained codec a Stage I / II step starts from (q2, q6: Hyper; cheng: Cheng;
-# q4long / q6long: hyper-q4 / hyper-q6 trained longer, params/cpu/01_pretrain_hyper-q*-long.yaml).
+# q4long / q6long: hyper-q4 / hyper-q6 trained longer, params/cpu/01_pretrain_hyper-q*-long.yaml;
+# q4p256: hyper-q4-long trained on 256x256 patches, params/cpu/01_pretrain_hyper-q4-p256.yaml).
 codec() {
-  case $1 in cheng) echo cheng-q4 ;; q[1-6]long) echo "hyper-${1%long}-long" ;; *) echo "hyper-$1" ;; esac
+  case $1 in
+    cheng) echo cheng-q4 ;; q[1-6]long) echo "hyper-${1%long}-long" ;; q4p256) echo hyper-q4-p256 ;;
+    *) echo "hyper-$1" ;;
+  esac
 }
 
 # rate_point C: the overrides that move the hyper-q4 Stage I / II params files to codec C (its
@@ -164,11 +170,11 @@ run_step() {
       # shellcheck disable=SC2046
       train "$c-$m-s1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") -p seed 1 ;;
-    teacher-q[26]|teacher-cheng|teacher-q[46]long)  # Table 1 at the other codecs: Stage I ...
+    teacher-q[26]|teacher-cheng|teacher-q[46]long|teacher-q4p256)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
       train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long)  # ... and Stage II from its own teacher
+    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256)  # ... and Stage II from its own teacher
       local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
@@ -196,7 +202,7 @@ run_step() {
       # shellcheck disable=SC2086  # the overrides are meant to split
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
         "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}" ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long)
+    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
