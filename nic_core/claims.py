@@ -105,10 +105,10 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
                     ("ours is more robust than Ma2023", "ma2023", "pkdt"))
                 for side in ("psnr", "bpp"))
 # the same comparisons at the other rate points (the paper reports them only in Fig. 3) and
-# from the codecs trained longer (hyper-q4-long, hyper-q6-long)
+# from the codecs trained longer (hyper-q4-long, hyper-q6-long, hyper-q4-p256)
 CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                 for q, where in (*((q, f"at lmbda {lm}") for q, lm in OTHER_RATES.items()),
-                                 *((q, f"from {c} (trained longer)") for q, (c, _) in LONG.items()))
+                                 *((q, f"from {c} (trained longer)") for q, (c, *_) in LONG.items()))
                 for claim, a, b in (
                     ("Stage I (teacher) is more robust than the pretrained codec", "pretrained",
                      "teacher"),
@@ -198,6 +198,7 @@ GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
     "hyper-q4-long, Kodak 24": lambda m: at_q4long(f"{_q4(m)}-kodak24"),
     "hyper-q4-long, eps 1e-3": lambda m: at_q4long(f"{_q4(m)}-eps1e-3"),
     "hyper-q4-long, DIV2K": lambda m: at_q4long(f"{_q4(m)}-div2k"),
+    "hyper-q4-p256, Kodak 8": lambda m: f"{m}-q4p256",  # hyper-q4-long on 256x256 patches
     **{f"lmbda {lm} (hyper-{q})": (lambda q: lambda m: f"{m}-{q}")(q)
        for q, lm in OTHER_RATES.items()},
     "lmbda 0.0483 (hyper-q6-long)": lambda m: f"{m}-q6long",

@@ -70,18 +70,22 @@ TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTH
 TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 on Cheng
 # Table 1 again from the codecs trained longer: hyper-q4 6000 steps more (1.15 dB over JPEG
 # where hyper-q4 is 0.77), hyper-q6 8000 steps more (its rate was still climbing when it
-# stopped): does what Stage I / II do depend on how strong the codec is?
-LONG = {"q4long": ("hyper-q4-long", "Hyper, 22000 steps"),  # rate point: (codec, what)
-        "q6long": ("hyper-q6-long", "lmbda 0.0483, 28000 steps")}
-for q, (c, _) in LONG.items():
-    RUNS[f"pretrained-{q}"] = (f"results/cpu/{c}/metrics_p2.json", f"{REPRO} {q[:2]}-long eval-{q}")
+# stopped), hyper-q4-long 4000 steps more on 256x256 patches (1.59 dB over JPEG): does what
+# Stage I / II do depend on how strong the codec is?
+LONG = {  # rate point: (codec, what, the steps that train it)
+    "q4long": ("hyper-q4-long", "Hyper, 22000 steps", "q4-long"),
+    "q6long": ("hyper-q6-long", "lmbda 0.0483, 28000 steps", "q6-long"),
+    "q4p256": ("hyper-q4-p256", "lmbda 0.013, hyper-q4-long trained 4000 steps more on 256x256 "
+               "patches", "q4-p256")}
+for q, (c, _, train) in LONG.items():
+    RUNS[f"pretrained-{q}"] = (f"results/cpu/{c}/metrics_p2.json", f"{REPRO} {train} eval-{q}")
     RUNS.update({f"{m}-{q}": (f"results/cpu/{c}-{m}/metrics_p2.json",
                               f"{REPRO} {m}-{q} eval-{m}-{q}") for m in METHODS})
     TABLE1_AT[q] = (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS))
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
 # codecs trained further to lift them over JPEG (nic_core.strength): wider (M 192, N 88, N 128
 # by split twins), on 256x256 patches, soft-then-hard; the codecs table lists them, clean only
-# where they have no protocol-2 file
+# where they have no protocol-2 file (hyper-q4-p256, on 256x256 patches too, is in LONG)
 WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
                               f"{REPRO} q6-wide eval-q6wide"),
         "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
@@ -91,9 +95,7 @@ WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
         "pretrained-q6hard": ("results/cpu/hyper-q6-hard/metrics_p2.json",
                               f"{REPRO} q6-hard clean-hyper-q6-hard"),
         "pretrained-q6n128": ("results/cpu/hyper-q6-n128/metrics_p2.json",  # N 64 -> 128, split
-                              f"{REPRO} q6-p256 q6-n128 clean-hyper-q6-n128"),
-        "pretrained-q4p256": ("results/cpu/hyper-q4-p256/metrics_p2.json",  # lmbda 0.013, patch 256
-                              f"{REPRO} q4-p256 eval-q4p256")}
+                              f"{REPRO} q6-p256 q6-n128 clean-hyper-q6-n128")}
 RUNS.update(WIDE)
 # the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
@@ -154,7 +156,7 @@ LABELS = {"pretrained-q4": "pretrained (Hyper)", "pretrained-q2": "pretrained (l
 LABELS.update({f"{m}-{q}": f"{LABELS[m]}, lmbda {lm}" for q, lm in OTHER_RATES.items()
                for m in METHODS})
 LABELS.update({f"{m}-cheng": f"{LABELS[m]}, Cheng" for m in METHODS})
-for q, (c, what) in LONG.items():
+for q, (c, what, _) in LONG.items():
     LABELS.update({f"{m}-{q}": f"{LABELS[m]}, from {c}" for m in METHODS},
                   **{f"pretrained-{q}": f"pretrained ({what}: {c})"})
 LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in FROM_Q4LONG},
@@ -167,9 +169,7 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
                  "pretrained-q6hard": "pretrained (lmbda 0.0483, hyper-q6-p256-long with g_a "
                  "frozen, 3000 steps with real rounding: hyper-q6-hard)",
                  "pretrained-q6n128": "pretrained (lmbda 0.0483, N 128 split from hyper-q6-p256, "
-                 "5000 steps on 256x256 patches: hyper-q6-n128)",
-                 "pretrained-q4p256": "pretrained (lmbda 0.013, hyper-q4-long trained 4000 steps "
-                 "more on 256x256 patches: hyper-q4-p256)"})
+                 "5000 steps on 256x256 patches: hyper-q6-n128)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp

@@ -63,7 +63,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        q6-n88 clean-hyper-q6-n88 eval-q6n88 eval-q6p256long q6-hard clean-hyper-q6-hard
        q6-n128 clean-hyper-q6-n128 q4-p256 clean-hyper-q4-p256 eval-q4p256 eval-k24-q4p256
        teacher-q4p256 pkdt-q4p256 adv-q4p256 ma2023-q4p256 eval-teacher-q4p256 eval-pkdt-q4p256
-       eval-adv-q4p256 eval-ma2023-q4p256
+       eval-adv-q4p256 eval-ma2023-q4p256 q6-wide-p256 clean-hyper-q6-wide-p256
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -137,7 +137,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128|q4-p256) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128|q4-p256|q6-wide-p256) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while
       # unfinished); skipped while its file exists (delete it to measure again), so a fresh
