@@ -70,13 +70,16 @@ TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTH
 TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 on Cheng
 # Table 1 again from the codecs trained longer: hyper-q4 6000 steps more (1.15 dB over JPEG
 # where hyper-q4 is 0.77), hyper-q6 8000 steps more (its rate was still climbing when it
-# stopped), hyper-q4-long 4000 steps more on 256x256 patches (1.59 dB over JPEG): does what
-# Stage I / II do depend on how strong the codec is?
+# stopped), hyper-q4-long 4000 steps more on 256x256 patches (1.59 dB over JPEG), the M 192
+# hyper-q6-wide 4000 steps more on 256x256 patches (the strongest lmbda 0.0483 codec, 0.88 dB
+# over JPEG): does what Stage I / II do depend on how strong the codec is?
 LONG = {  # rate point: (codec, what, the steps that train it)
     "q4long": ("hyper-q4-long", "Hyper, 22000 steps", "q4-long"),
     "q6long": ("hyper-q6-long", "lmbda 0.0483, 28000 steps", "q6-long"),
     "q4p256": ("hyper-q4-p256", "lmbda 0.013, hyper-q4-long trained 4000 steps more on 256x256 "
-               "patches", "q4-p256")}
+               "patches", "q4-p256"),
+    "q6widep256": ("hyper-q6-wide-p256", "lmbda 0.0483, hyper-q6-wide (M 192) trained 4000 steps "
+                   "more on 256x256 patches", "q6-wide-p256")}
 for q, (c, _, train) in LONG.items():
     RUNS[f"pretrained-{q}"] = (f"results/cpu/{c}/metrics_p2.json", f"{REPRO} {train} eval-{q}")
     RUNS.update({f"{m}-{q}": (f"results/cpu/{c}-{m}/metrics_p2.json",
@@ -85,7 +88,7 @@ for q, (c, _, train) in LONG.items():
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
 # codecs trained further to lift them over JPEG (nic_core.strength): wider (M 192, N 88, N 128
 # by split twins), on 256x256 patches, soft-then-hard; the codecs table lists them, clean only
-# where they have no protocol-2 file (hyper-q4-p256, on 256x256 patches too, is in LONG)
+# where they have no protocol-2 file (hyper-q4-p256 and hyper-q6-wide-p256 are in LONG)
 WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
                               f"{REPRO} q6-wide eval-q6wide"),
         "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
@@ -337,6 +340,8 @@ SEED_PAIRS += (
                "pretrained-q6long"),
               ("pretrained: hyper-q6-wide - hyper-q6-long (M 192, 8000 steps more)",
                "pretrained-q6long", "pretrained-q6wide"),
+              ("pretrained: hyper-q6-wide-p256 - hyper-q6-wide (256x256 patches, 4000 steps more)",
+               "pretrained-q6wide", "pretrained-q6widep256"),
               ("pretrained: hyper-q6-p256-long - hyper-q6-long (256x256 patches, 9000 steps more)",
                "pretrained-q6long", "pretrained-q6p256long"),
               ("pretrained: hyper-q6-n88 - hyper-q6-p256-long (N 88, same 5000 steps)",

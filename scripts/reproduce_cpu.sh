@@ -64,6 +64,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        q6-n128 clean-hyper-q6-n128 q4-p256 clean-hyper-q4-p256 eval-q4p256 eval-k24-q4p256
        teacher-q4p256 pkdt-q4p256 adv-q4p256 ma2023-q4p256 eval-teacher-q4p256 eval-pkdt-q4p256
        eval-adv-q4p256 eval-ma2023-q4p256 q6-wide-p256 clean-hyper-q6-wide-p256
+       eval-q6widep256 teacher-q6widep256 pkdt-q6widep256 adv-q6widep256 ma2023-q6widep256
+       eval-teacher-q6widep256 eval-pkdt-q6widep256 eval-adv-q6widep256 eval-ma2023-q6widep256
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -114,10 +116,12 @@ variants_done() {
 
 # codec C: the pretrained codec a Stage I / II step starts from (q2, q6: Hyper; cheng: Cheng;
 # q4long / q6long: hyper-q4 / hyper-q6 trained longer, params/cpu/01_pretrain_hyper-q*-long.yaml;
-# q4p256: hyper-q4-long trained on 256x256 patches, params/cpu/01_pretrain_hyper-q4-p256.yaml).
+# q4p256: hyper-q4-long trained on 256x256 patches, params/cpu/01_pretrain_hyper-q4-p256.yaml;
+# q6widep256: the M 192 hyper-q6-wide trained on 256x256 patches, its weights not committed).
 codec() {
   case $1 in
     cheng) echo cheng-q4 ;; q[1-6]long) echo "hyper-${1%long}-long" ;; q4p256) echo hyper-q4-p256 ;;
+    q6widep256) echo hyper-q6-wide-p256 ;;
     *) echo "hyper-$1" ;;
   esac
 }
@@ -129,6 +133,7 @@ rate_point() {
   echo "-p lmbda $(sed -n 's/^lmbda: *//p' "params/cpu/01_pretrain_$c.yaml")" \
        "-p pretrained models/cpu/$c/model.pt"
   if [ "$1" = cheng ]; then echo "-p model cheng2020-anchor -p N 48"; fi  # (labels the run)
+  if [ "$1" = q6widep256 ]; then echo "-p M 192"; fi
 }
 
 run_step() {
@@ -170,11 +175,11 @@ run_step() {
       # shellcheck disable=SC2046
       train "$c-$m-s1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") -p seed 1 ;;
-    teacher-q[26]|teacher-cheng|teacher-q[46]long|teacher-q4p256)  # Table 1 at the other codecs: Stage I ...
+    teacher-q[26]|teacher-cheng|teacher-q[46]long|teacher-q4p256|teacher-q6widep256)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
       train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256)  # ... and Stage II from its own teacher
+    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256|pkdt-q6widep256|adv-q6widep256|ma2023-q6widep256)  # ... and Stage II from its own teacher
       local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
@@ -202,7 +207,7 @@ run_step() {
       # shellcheck disable=SC2086  # the overrides are meant to split
       $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
         "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}" ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256)
+    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
@@ -217,6 +222,7 @@ run_step() {
     eval-q6n88) evaluate hyper-q6-n88 "pretrained (q6, N 88, widened from hyper-q6-p256)" ;;
     eval-q6p256long) evaluate hyper-q6-p256-long "pretrained (q6, 256x256 patches, 9000 steps more)" ;;
     eval-q4p256) evaluate hyper-q4-p256 "pretrained (q4, 256x256 patches, 4000 steps more)" ;;
+    eval-q6widep256) evaluate hyper-q6-wide-p256 "pretrained (q6, M 192, 256x256 patches)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;

@@ -225,7 +225,8 @@ def test_tuning_from_hyper_q4_long_is_the_hyper_q4_tuning_moved():
 def test_codec_steps_compare_runs_that_differ_only_in_what_the_step_names():
     """The codec-strength experiments are controlled: the two patch runs differ only in patch
     and batch (same pixels per step), hyper-q6-n88 and hyper-q6-n128 and their control only in N
-    (and how it is grown), each pair starts from the same codec; every codec of the table has a params file
+    (and how it is grown), each pair starts from the same codec, hyper-q6-wide-p256 takes
+    hyper-q6-p256's schedule to the M 192 codec; every codec of the table has a params file
     and a training step in the reproduction script."""
     import re
 
@@ -247,6 +248,9 @@ def test_codec_steps_compare_runs_that_differ_only_in_what_the_step_names():
     n128 = params("hyper-q6-n128")  # N grown by split twins, the same control
     assert differ(ctrl, n128) == {"N", "init_widen", "widen_mode", "run_dir"}
     assert n128["widen_mode"] == "split" and n128["N"] == 2 * ctrl["N"]
+    wide = params("hyper-q6-wide-p256")  # the patch step of hyper-q6-p256 on the M 192 codec
+    assert differ(p256, wide) == {"M", "init", "run_dir"} and wide["M"] == 2 * p256["M"]
+    assert wide["init"] == "models/cpu/hyper-q6-wide/model.pt"
     script = (ROOT / "scripts" / "reproduce_cpu.sh").read_text()
     steps = set(re.search(r"STEPS=\((.*?)\)", script, re.S).group(1).split())
     for _, a, b in CODEC_STEPS:
