@@ -30,7 +30,9 @@
 # RETRAIN=1 retrains them first, ~50 min), the tuning again from hyper-q4-long ~2.5 h (an
 # 800-step variant and a second seed more), the two patch runs ~25 min each, hyper-q6-p256-long
 # ~40 min, hyper-q6-n88 ~1 h and its evaluation ~15 min, hyper-q6-hard ~20 min, hyper-q6-n128
-# ~1.8 h, hyper-q4-p256 ~35 min and its evaluations ~55 min: about 48 core-hours, ~24 h on two cores.
+# ~1.8 h, hyper-q4-p256 ~35 min and its evaluations ~55 min, Table 1 from it ~1.7 h,
+# hyper-q6-wide-p256 ~45 min and its evaluation ~20 min, Table 1 from it ~2.2 h (M 192: teacher
+# ~15 min, each Stage II run ~25, each evaluation ~20): about 53 core-hours, ~27 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
