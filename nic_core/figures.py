@@ -80,11 +80,12 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
                for m, style in (("adv", "^"), ("ma2023", "v"), ("pkdt", "s"))]
     curves += [("cheng", (k,), style, LABELS[k]) for k, style in zip(
         TABLE1_AT["cheng"], ("P", "d", "X", "<", ">"))]
-    # the codecs trained longer and Stage I / II from them: black-edged markers
-    curves.append(("pretrained", LONGER, "o:",
+    # the codecs trained longer and Stage I / II from them: black-edged markers, no line (two
+    # of them share a rate point: they are separate codecs, not one R-D curve)
+    curves.append(("pretrained", LONGER, "o",
                    "pretrained, trained longer (hyper-q4/q6-long, -q4-p256, -q6-wide-p256)"))
     curves += [(m, tuple(f"{m}-{q}" for q in LONG), style, f"{LABELS[m]}, from those trained longer")
-               for m, style in (("teacher", "D:"), ("pkdt", "s:"), ("adv", "^:"), ("ma2023", "v:"))]
+               for m, style in (("teacher", "D"), ("pkdt", "s"), ("adv", "^"), ("ma2023", "v"))]
     for ax, (label, kind) in zip(axes, BLOCKS):
         for name, keys, style, text in curves:
             pts = _points({**(clean or {}), **found} if kind is None else found, keys, kind)
