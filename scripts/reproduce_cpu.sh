@@ -128,14 +128,16 @@ codec() {
   esac
 }
 
-# rate_point C: the overrides that move the hyper-q4 Stage I / II params files to codec C (its
-# lmbda and pretrained model; every other setting as at q4, as in the paper).
+# rate_point C: the overrides that move the hyper-q4 Stage I / II params files to codec C: its
+# lmbda and pretrained model, and its model / N / M from its params file (the weights come from
+# the checkpoint; these label the run's config.yaml); every other setting as at q4, as in the paper.
 rate_point() {
-  local c; c=$(codec "$1")
-  echo "-p lmbda $(sed -n 's/^lmbda: *//p' "params/cpu/01_pretrain_$c.yaml")" \
-       "-p pretrained models/cpu/$c/model.pt"
-  if [ "$1" = cheng ]; then echo "-p model cheng2020-anchor -p N 48"; fi  # (labels the run)
-  if [ "$1" = q6widep256 ]; then echo "-p M 192"; fi
+  local c k v; c=$(codec "$1")
+  for k in lmbda model N M; do
+    v=$(sed -n "s/^$k: *//p" "params/cpu/01_pretrain_$c.yaml")
+    if [ -n "$v" ]; then echo "-p $k $v"; fi
+  done
+  echo "-p pretrained models/cpu/$c/model.pt"
 }
 
 run_step() {
