@@ -314,12 +314,17 @@ def _attack_blocks(per_image: List[Dict[str, Any]], specs: Mapping[str, Spec],
             blocks[wk] = {"eps": _num(eps), "members": members, "wins": wins, "quant": "worst",
                           "iterations": max(specs[m][2] for m in members), "lr": _num(lr)}
     for key, block in blocks.items():
-        vals = [r["attacks"][key] for r in per_image]
-        block["results"] = {k: [_mean(v[k] for v in vals)] for k in ATTACK_KEYS}
-        block["stderr"] = {k: stats.mean_se([v[k] for v in vals])["se"]
-                           for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")}
-        block["held"] = sum(bool(v["held"]) for v in vals)
+        block.update(summarise([r["attacks"][key] for r in per_image]))
     return blocks
+
+
+def summarise(vals: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """An attack block's ``results`` (means), ``stderr`` and ``held`` count over the images'
+    attacked rows ``vals`` (one per image)."""
+    return {"results": {k: [_mean(v[k] for v in vals)] for k in ATTACK_KEYS},
+            "stderr": {k: stats.mean_se([v[k] for v in vals])["se"]
+                       for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")},
+            "held": sum(bool(v["held"]) for v in vals)}
 
 
 def _results(name, description, dataset, config: Optional[Mapping[str, Any]],

@@ -107,6 +107,21 @@ evaluate() {
     --out "$out" --name "$label" --adversarial "runs/cpu/$name/adv_p2.pt"
 }
 
+# nest_eps NAME SMALL: NAME's eps 1e-3 worst case nested over its eps 5e-4 one (nic_core.budgets:
+# an image attacked within 5e-4 is one within 1e-3), the file Fig. 4 and the tables read. SMALL:
+# metrics_p2.json, or, for a Stage I / II model retrained since its Table 1 run (weights not
+# committed), metrics_p2_retrained.json, the eps 5e-4 evaluation of the retrained weights.
+nest_eps() {
+  local name=$1 small=results/cpu/$1/$2 out=results/cpu/$1/metrics_p2_eps1e-3_nested.json
+  if [ -f "$out" ]; then echo "== $out: exists"; return; fi
+  if [ ! -f "$small" ]; then
+    if ! is_done "$name"; then echo "== $name: not trained here, $small skipped"; return; fi
+    $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" --eval-only "models/cpu/$name/model.pt" \
+      --out "$small" --name "$name (retrained), eps 5e-4"
+  fi
+  $PY -m nic_core.budgets "results/cpu/$name/metrics_p2_eps1e-3.json" "$small" --out "$out"
+}
+
 # variants_done PARAMS: every variant of a notebook-04 params file has its results_dir file
 # (their models are not committed, so a fresh clone would otherwise train them all again).
 variants_done() {
@@ -192,13 +207,14 @@ run_step() {
       # the DIV2K validation images at hand, all 24 Kodak images (crops); Hyper codecs (q1-q6)
       # and the lmbda 0.013 Stage I / II models, from hyper-q4 and from hyper-q4-long (before the
       # protocol-2 branch below, whose eval-*-q4long would catch eval-eps-pkdt-q4long)
-      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name
+      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name small=metrics_p2.json
       case $m in
         q[1246]) name=hyper-$m ;;
         q4long) name=hyper-q4-long ;;
         q4p256) name=hyper-q4-p256 ;;
         teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
-        teacher-q4long|pkdt-q4long|adv-q4long|ma2023-q4long) name=hyper-q4-long-${m%-q4long} ;;
+        teacher-q4long|pkdt-q4long|adv-q4long|ma2023-q4long)  # retrained: not Table 1's weights
+          name=hyper-q4-long-${m%-q4long} small=metrics_p2_retrained.json ;;
         *) echo "unknown step $1" >&2; exit 2 ;;
       esac
       local -A file=([eps]=eps1e-3 [div2k]=div2k [k24]=kodak24)
@@ -206,11 +222,14 @@ run_step() {
       local -A over=([eps]="-p eps 0.001" [div2k]="-p eval_set div2k-valid -p eval_limit 0"
                      [k24]="-p eval_limit 0")
       local out=results/cpu/$name/metrics_p2_${file[$v]}.json
-      if [ -f "$out" ]; then echo "== $out: exists"; return; fi
-      if ! is_done "$name"; then echo "== $name: not trained yet, evaluation skipped"; return; fi
-      # shellcheck disable=SC2086  # the overrides are meant to split
-      $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
-        "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}" ;;
+      if [ -f "$out" ]; then echo "== $out: exists"
+      elif ! is_done "$name"; then echo "== $name: not trained yet, evaluation skipped"; return
+      else
+        # shellcheck disable=SC2086  # the overrides are meant to split
+        $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" ${over[$v]} --eval-only \
+          "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}"
+      fi
+      if [ "$v" = eps ]; then nest_eps "$name" "$small"; fi ;;
     eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
