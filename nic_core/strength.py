@@ -43,7 +43,11 @@ CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
                ("N 64 -> 128 by split twins against N 64, 5000 steps each on 256x256",
                 "hyper-q6-p256-long", "hyper-q6-n128"),
                ("soft then hard: g_a frozen, 3000 steps with real rounding", "hyper-q6-p256-long",
-                "hyper-q6-hard"))
+                "hyper-q6-hard"),
+               ("4000 steps more on 256x256 patches, lr 2e-4, M 192", "hyper-q6-wide-p256",
+                "hyper-q6-wide-p256-long"),
+               ("batch 4 against batch 2, the same pixels (2000 / 4000 steps), M 192",
+                "hyper-q6-wide-p256-long", "hyper-q6-wide-p256-b4"))
 
 
 def read_history(path) -> List[Dict[str, float]]:

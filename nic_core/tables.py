@@ -98,7 +98,11 @@ WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
         "pretrained-q6hard": ("results/cpu/hyper-q6-hard/metrics_p2.json",
                               f"{REPRO} q6-hard clean-hyper-q6-hard"),
         "pretrained-q6n128": ("results/cpu/hyper-q6-n128/metrics_p2.json",  # N 64 -> 128, split
-                              f"{REPRO} q6-p256 q6-n128 clean-hyper-q6-n128")}
+                              f"{REPRO} q6-p256 q6-n128 clean-hyper-q6-n128"),
+        "pretrained-q6widep256long": ("results/cpu/hyper-q6-wide-p256-long/metrics_p2.json",
+                                      f"{REPRO} q6-wide-p256-long clean-hyper-q6-wide-p256-long"),
+        "pretrained-q6widep256b4": ("results/cpu/hyper-q6-wide-p256-b4/metrics_p2.json",
+                                    f"{REPRO} q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4")}
 RUNS.update(WIDE)
 # the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
@@ -177,7 +181,11 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
                  "pretrained-q6hard": "pretrained (lmbda 0.0483, hyper-q6-p256-long with g_a "
                  "frozen, 3000 steps with real rounding: hyper-q6-hard)",
                  "pretrained-q6n128": "pretrained (lmbda 0.0483, N 128 split from hyper-q6-p256, "
-                 "5000 steps on 256x256 patches: hyper-q6-n128)"})
+                 "5000 steps on 256x256 patches: hyper-q6-n128)",
+                 "pretrained-q6widep256long": "pretrained (lmbda 0.0483, hyper-q6-wide-p256 "
+                 "trained 4000 steps more, lr 2e-4: hyper-q6-wide-p256-long)",
+                 "pretrained-q6widep256b4": "pretrained (lmbda 0.0483, hyper-q6-wide-p256 "
+                 "trained 2000 steps more in batches of 4: hyper-q6-wide-p256-b4)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp

@@ -96,3 +96,15 @@ def test_committed_nested_files_are_the_nest_of_their_two_files(tmp_path):
     else:
         assert r.returncode == 0, r.stderr
         assert json.loads(out.read_text()) == json.loads(f.read_text())
+
+
+def test_cli_ends_a_mistake_with_one_error_line(tmp_path):
+    """Swapped budgets: one ``error:`` line, status 1, no file written."""
+    d = ROOT / "results/cpu/hyper-q4"
+    out = tmp_path / "n.json"
+    r = subprocess.run([sys.executable, "-m", "nic_core.budgets", str(d / "metrics_p2.json"),
+                        str(d / "metrics_p2_eps1e-3.json"), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and not out.exists()
+    assert "\nerror: the smaller budget (eps 0.001) must be below the larger" in "\n" + r.stderr
+    assert "Traceback" not in r.stderr

@@ -251,6 +251,11 @@ def test_codec_steps_compare_runs_that_differ_only_in_what_the_step_names():
     wide = params("hyper-q6-wide-p256")  # the patch step of hyper-q6-p256 on the M 192 codec
     assert differ(p256, wide) == {"M", "init", "run_dir"} and wide["M"] == 2 * p256["M"]
     assert wide["init"] == "models/cpu/hyper-q6-wide/model.pt"
+    wl, b4 = params("hyper-q6-wide-p256-long"), params("hyper-q6-wide-p256-b4")  # batch twins
+    assert wl["init"] == b4["init"] == "models/cpu/hyper-q6-wide-p256/model.pt"
+    assert differ(wl, b4) == {"batch_size", "budget", "lr_decay_start", "lr_decay_every", "run_dir"}
+    for k in ("budget", "lr_decay_start", "lr_decay_every"):  # the same images at each halving
+        assert wl[k] * wl["batch_size"] == b4[k] * b4["batch_size"], k
     script = (ROOT / "scripts" / "reproduce_cpu.sh").read_text()
     steps = set(re.search(r"STEPS=\((.*?)\)", script, re.S).group(1).split())
     for _, a, b in CODEC_STEPS:
