@@ -19,6 +19,10 @@ plotting tool reads it unchanged)::
                                        "restart"(, "winner" in worst-*)}}}],
      "findings": ["kodim03: psnr used only 91 % of the budget", ...]}
 
+A file nested over a smaller budget (:mod:`nic_core.budgets`) has ``config.evaluation.nested``
+(``{"eps", "name"}`` of the smaller budget's file) and members ``"SPEC (eps 0.0005)"`` in its
+worst-case ``wins``.
+
 Undefined values (MS-SSIM under 161 px, the times without real coding, the PSNR of zero noise)
 are ``None`` in the dict and ``null`` in the file, never NaN: the file is strict JSON and
 ``load_results(save_results(r)) == r`` exactly. Means skip ``None`` (all ``None`` gives ``None``).
