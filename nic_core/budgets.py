@@ -14,7 +14,8 @@ and the smaller's) and returns the larger budget's file with each image's ``wors
 ``worst-bpp`` row taken over both: among the rows that held the other quantity (all of them
 when neither did), the lower PSNR or the higher real rate, as :mod:`nic_core.evaluate` chooses
 within one file. The members of the smaller budget are named ``"SPEC (eps 0.0005)"`` in the
-``wins``. The other attack blocks stay those of the larger budget. Files of different models
+``wins``; their ``budget-use`` is restated as a fraction of the larger budget. The other
+attack blocks stay those of the larger budget. Files of different models
 (a retrained model is not the committed one) are refused: their clean points differ.
 
 ``python -m nic_core.budgets LARGE.json SMALL.json --out NESTED.json``
@@ -91,7 +92,9 @@ def nest(large: Mapping[str, Any], small: Mapping[str, Any]) -> Dict[str, Any]:
     for which in ("psnr", "bpp"):
         wk = f"worst-{which}"
         for row, other in zip(out["per_image"], rows_s):
-            theirs = {**other["attacks"][wk], "winner": other["attacks"][wk]["winner"] + tag}
+            o = other["attacks"][wk]
+            theirs = {**o, "winner": o["winner"] + tag,  # budget-use: of the larger budget
+                      "budget-use": None if o["budget-use"] is None else o["budget-use"] * es / el}
             best = _pick(row["attacks"][wk], theirs, which)
             if best is theirs:
                 findings.append(f"{row['name']}: the eps {es:g} attacks beat the eps {el:g} ones "

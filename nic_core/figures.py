@@ -158,8 +158,9 @@ EPS_ROWS_Q4LONG = tuple(tuple(at_q4long(k) for k in row) for row in EPS_ROWS)
 def fig_eps(found: Dict[str, Dict[str, Any]], rows=EPS_ROWS, title: Optional[str] = None):
     """Fig. 4 at CPU scale: the damage of the worst-case attacks at eps 5e-4 and 1e-3 (the
     paper's two budgets; at 1e-3 the worst case over both, :mod:`nic_core.budgets`),
-    pretrained vs Stage I vs PKDT vs the two baselines; mean over the images, standard-error bars. ``rows``: the keys at each budget (:data:`EPS_ROWS`, from
-    hyper-q4, or :data:`EPS_ROWS_Q4LONG`)."""
+    pretrained vs Stage I vs PKDT vs the two baselines; mean over the images, standard-error
+    bars. ``rows``: the keys at each budget (:data:`EPS_ROWS`, from hyper-q4, or
+    :data:`EPS_ROWS_Q4LONG`)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
     for ax, side, unit in ((axes[0], "psnr", "PSNR change under the psnr attack (dB)"),
                            (axes[1], "bpp", "rate gain under the bpp attack (%)")):

@@ -39,6 +39,7 @@ def test_nest_takes_the_worse_row_that_held_per_image_and_recounts():
     wb = [r["attacks"]["worst-bpp"] for r in out["per_image"]]
     assert [r["bpp"] for r in wb] == [1.35, 1.30]  # image b: the 1.50 broke the PSNR rule
     assert wb[0]["winner"] == "bpp (eps 0.0005)" and wb[1]["winner"] == "bpp"
+    assert wb[0]["budget-use"] == 0.5 and wb[1]["budget-use"] == 1.0  # of the larger budget
     wp = [r["attacks"]["worst-psnr"]["psnr-rgb"] for r in out["per_image"]]
     assert wp == [24.0, 24.5]
     blk = out["attacks"]["worst-bpp"]
