@@ -100,7 +100,7 @@ WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
         "pretrained-q6n128": ("results/cpu/hyper-q6-n128/metrics_p2.json",  # N 64 -> 128, split
                               f"{REPRO} q6-p256 q6-n128 clean-hyper-q6-n128"),
         "pretrained-q6widep256long": ("results/cpu/hyper-q6-wide-p256-long/metrics_p2.json",
-                                      f"{REPRO} q6-wide-p256-long clean-hyper-q6-wide-p256-long"),
+                                      f"{REPRO} q6-wide-p256-long eval-q6widep256long"),
         "pretrained-q6widep256b4": ("results/cpu/hyper-q6-wide-p256-b4/metrics_p2.json",
                                     f"{REPRO} q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4")}
 RUNS.update(WIDE)
