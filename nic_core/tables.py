@@ -71,8 +71,7 @@ TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 o
 # Table 1 again from the codecs trained longer: hyper-q4 6000 steps more (1.15 dB over JPEG
 # where hyper-q4 is 0.77), hyper-q6 8000 steps more (its rate was still climbing when it
 # stopped), hyper-q4-long 4000 steps more on 256x256 patches (1.59 dB over JPEG), the M 192
-# hyper-q6-wide 4000 steps more on 256x256 patches (the strongest lmbda 0.0483 codec, 0.88 dB
-# over JPEG): does what Stage I / II do depend on how strong the codec is?
+# hyper-q6-wide 4000 steps more on 256x256 patches (0.88 dB over JPEG): does what Stage I / II do depend on how strong the codec is?
 LONG = {  # rate point: (codec, what, the steps that train it)
     "q4long": ("hyper-q4-long", "Hyper, 22000 steps", "q4-long"),
     "q6long": ("hyper-q6-long", "lmbda 0.0483, 28000 steps", "q6-long"),

@@ -71,7 +71,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-q6widep256 teacher-q6widep256 pkdt-q6widep256 adv-q6widep256 ma2023-q6widep256
        eval-teacher-q6widep256 eval-pkdt-q6widep256 eval-adv-q6widep256 eval-ma2023-q6widep256
        q6-wide-p256-long clean-hyper-q6-wide-p256-long q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4
-       eval-q6widep256long
+       eval-q6widep256long q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -165,7 +165,7 @@ run_step() {
     q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
     q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
     q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128|q4-p256|q6-wide-p256|q6-wide-p256-long|q6-wide-p256-b4) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128|q4-p256|q6-wide-p256|q6-wide-p256-long|q6-wide-p256-b4|q6-wide-p256-long2) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while
       # unfinished); skipped while its file exists (delete it to measure again), so a fresh
