@@ -47,7 +47,9 @@ CODEC_STEPS = (("6000 steps more, lmbda 0.013", "hyper-q4", "hyper-q4-long"),
                ("4000 steps more on 256x256 patches, lr 2e-4, M 192", "hyper-q6-wide-p256",
                 "hyper-q6-wide-p256-long"),
                ("batch 4 against batch 2, the same pixels (2000 / 4000 steps), M 192",
-                "hyper-q6-wide-p256-long", "hyper-q6-wide-p256-b4"))
+                "hyper-q6-wide-p256-long", "hyper-q6-wide-p256-b4"),
+               ("3000 steps more on 256x256 patches, lr 1e-4, M 192", "hyper-q6-wide-p256-long",
+                "hyper-q6-wide-p256-long2"))
 
 
 def read_history(path) -> List[Dict[str, float]]:

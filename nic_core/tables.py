@@ -101,7 +101,9 @@ WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
         "pretrained-q6widep256long": ("results/cpu/hyper-q6-wide-p256-long/metrics_p2.json",
                                       f"{REPRO} q6-wide-p256-long eval-q6widep256long"),
         "pretrained-q6widep256b4": ("results/cpu/hyper-q6-wide-p256-b4/metrics_p2.json",
-                                    f"{REPRO} q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4")}
+                                    f"{REPRO} q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4"),
+        "pretrained-q6widep256long2": ("results/cpu/hyper-q6-wide-p256-long2/metrics_p2.json",
+                                       f"{REPRO} q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2")}
 RUNS.update(WIDE)
 # the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
@@ -184,7 +186,9 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
                  "pretrained-q6widep256long": "pretrained (lmbda 0.0483, hyper-q6-wide-p256 "
                  "trained 4000 steps more, lr 2e-4: hyper-q6-wide-p256-long)",
                  "pretrained-q6widep256b4": "pretrained (lmbda 0.0483, hyper-q6-wide-p256 "
-                 "trained 2000 steps more in batches of 4: hyper-q6-wide-p256-b4)"})
+                 "trained 2000 steps more in batches of 4: hyper-q6-wide-p256-b4)",
+                 "pretrained-q6widep256long2": "pretrained (lmbda 0.0483, hyper-q6-wide-p256-long "
+                 "trained 3000 steps more, lr 1e-4: hyper-q6-wide-p256-long2)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
