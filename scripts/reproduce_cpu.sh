@@ -72,7 +72,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-q6widep256 teacher-q6widep256 pkdt-q6widep256 adv-q6widep256 ma2023-q6widep256
        eval-teacher-q6widep256 eval-pkdt-q6widep256 eval-adv-q6widep256 eval-ma2023-q6widep256
        q6-wide-p256-long clean-hyper-q6-wide-p256-long q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4
-       eval-q6widep256long q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2
+       eval-q6widep256long q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2 eval-q6widep256long2
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -252,6 +252,7 @@ run_step() {
     eval-q4p256) evaluate hyper-q4-p256 "pretrained (q4, 256x256 patches, 4000 steps more)" ;;
     eval-q6widep256) evaluate hyper-q6-wide-p256 "pretrained (q6, M 192, 256x256 patches)" ;;
     eval-q6widep256long) evaluate hyper-q6-wide-p256-long "pretrained (q6, M 192, 256x256 patches, 4000 steps more)" ;;
+    eval-q6widep256long2) evaluate hyper-q6-wide-p256-long2 "pretrained (q6, M 192, 256x256 patches, 7000 steps more)" ;;
     eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
     eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
     eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
