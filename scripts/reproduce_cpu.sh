@@ -35,7 +35,7 @@
 # ~15 min, each Stage II run ~25, each evaluation ~20), the eps 5e-4 evaluations of the retrained
 # hyper-q4-long Stage I / II models that the nested eps 1e-3 worst case needs ~1 h (four),
 # hyper-q6-wide-p256-long and -b4 ~45 min each, the former's evaluation ~20 min,
-# hyper-q6-wide-p256-long2 ~35 min: about 57 core-hours, ~29 h on two cores.
+# hyper-q6-wide-p256-long2 ~25 min: about 57 core-hours, ~29 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
