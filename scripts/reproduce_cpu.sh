@@ -35,7 +35,8 @@
 # ~15 min, each Stage II run ~25, each evaluation ~20), the eps 5e-4 evaluations of the retrained
 # hyper-q4-long Stage I / II models that the nested eps 1e-3 worst case needs ~1 h (four),
 # hyper-q6-wide-p256-long and -b4 ~45 min each, the former's evaluation ~20 min,
-# hyper-q6-wide-p256-long2 ~25 min: about 57 core-hours, ~29 h on two cores.
+# hyper-q6-wide-p256-long2 ~25 min, its evaluation ~20 min and Table 1 from it ~2.2 h:
+# about 60 core-hours, ~30 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -73,6 +74,9 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-teacher-q6widep256 eval-pkdt-q6widep256 eval-adv-q6widep256 eval-ma2023-q6widep256
        q6-wide-p256-long clean-hyper-q6-wide-p256-long q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4
        eval-q6widep256long q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2 eval-q6widep256long2
+       teacher-q6widep256long2 pkdt-q6widep256long2 adv-q6widep256long2 ma2023-q6widep256long2
+       eval-teacher-q6widep256long2 eval-pkdt-q6widep256long2 eval-adv-q6widep256long2
+       eval-ma2023-q6widep256long2
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -139,11 +143,12 @@ variants_done() {
 # codec C: the pretrained codec a Stage I / II step starts from (q2, q6: Hyper; cheng: Cheng;
 # q4long / q6long: hyper-q4 / hyper-q6 trained longer, params/cpu/01_pretrain_hyper-q*-long.yaml;
 # q4p256: hyper-q4-long trained on 256x256 patches, params/cpu/01_pretrain_hyper-q4-p256.yaml;
-# q6widep256: the M 192 hyper-q6-wide trained on 256x256 patches, its weights not committed).
+# q6widep256: the M 192 hyper-q6-wide trained on 256x256 patches, its weights not committed;
+# q6widep256long2: that codec trained 7000 steps more, 1.02 dB over JPEG, committed).
 codec() {
   case $1 in
     cheng) echo cheng-q4 ;; q[1-6]long) echo "hyper-${1%long}-long" ;; q4p256) echo hyper-q4-p256 ;;
-    q6widep256) echo hyper-q6-wide-p256 ;;
+    q6widep256) echo hyper-q6-wide-p256 ;; q6widep256long2) echo hyper-q6-wide-p256-long2 ;;
     *) echo "hyper-$1" ;;
   esac
 }
@@ -199,11 +204,11 @@ run_step() {
       # shellcheck disable=SC2046
       train "$c-$m-s1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") -p seed 1 ;;
-    teacher-q[26]|teacher-cheng|teacher-q[46]long|teacher-q4p256|teacher-q6widep256)  # Table 1 at the other codecs: Stage I ...
+    teacher-q[26]|teacher-cheng|teacher-q[46]long|teacher-q4p256|teacher-q6widep256|teacher-q6widep256long2)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
       train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256|pkdt-q6widep256|adv-q6widep256|ma2023-q6widep256)  # ... and Stage II from its own teacher
+    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256|pkdt-q6widep256|adv-q6widep256|ma2023-q6widep256|pkdt-q6widep256long2|adv-q6widep256long2|ma2023-q6widep256long2)  # ... and Stage II from its own teacher
       local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
@@ -235,7 +240,7 @@ run_step() {
           "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}"
       fi
       if [ "$v" = eps ]; then nest_eps "$name" "$small"; fi ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256)
+    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256|eval-*-q6widep256long2)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
