@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU reproduction (issue 9): strong codecs at four rate points and a Cheng point, Stage I
-# and Stage II (and its baselines) at q4 and again at q2 and q6, protocol-2 evaluation of every
+# and Stage II (and its baselines) at q4 and again at q1, q2 and q6, protocol-2 evaluation of every
 # model, the JPEG curve, then the figures.
 #
 #   scripts/reproduce_cpu.sh            # every step, in order (make reproduce-cpu)
@@ -35,8 +35,8 @@
 # ~15 min, each Stage II run ~25, each evaluation ~20), the eps 5e-4 evaluations of the retrained
 # hyper-q4-long Stage I / II models that the nested eps 1e-3 worst case needs ~1 h (four),
 # hyper-q6-wide-p256-long and -b4 ~45 min each, the former's evaluation ~20 min,
-# hyper-q6-wide-p256-long2 ~25 min, its evaluation ~20 min and Table 1 from it ~2.2 h:
-# about 60 core-hours, ~30 h on two cores.
+# hyper-q6-wide-p256-long2 ~25 min, its evaluation ~20 min and Table 1 from it ~2.2 h, Table 1
+# at q1 ~1 h: about 61 core-hours, ~31 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -76,7 +76,8 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-q6widep256long q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2 eval-q6widep256long2
        teacher-q6widep256long2 pkdt-q6widep256long2 adv-q6widep256long2 ma2023-q6widep256long2
        eval-teacher-q6widep256long2 eval-pkdt-q6widep256long2 eval-adv-q6widep256long2
-       eval-ma2023-q6widep256long2
+       eval-ma2023-q6widep256long2 teacher-q1 pkdt-q1 adv-q1 ma2023-q1 eval-teacher-q1 eval-pkdt-q1
+       eval-adv-q1 eval-ma2023-q1
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
@@ -204,11 +205,11 @@ run_step() {
       # shellcheck disable=SC2046
       train "$c-$m-s1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") -p seed 1 ;;
-    teacher-q[26]|teacher-cheng|teacher-q[46]long|teacher-q4p256|teacher-q6widep256|teacher-q6widep256long2)  # Table 1 at the other codecs: Stage I ...
+    teacher-q[126]|teacher-cheng|teacher-q[46]long|teacher-q4p256|teacher-q6widep256|teacher-q6widep256long2)  # Table 1 at the other codecs: Stage I ...
       local q=${1#teacher-}
       # shellcheck disable=SC2046  # rate_point's words are meant to split
       train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[26]|adv-q[26]|ma2023-q[26]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256|pkdt-q6widep256|adv-q6widep256|ma2023-q6widep256|pkdt-q6widep256long2|adv-q6widep256long2|ma2023-q6widep256long2)  # ... and Stage II from its own teacher
+    pkdt-q[126]|adv-q[126]|ma2023-q[126]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256|pkdt-q6widep256|adv-q6widep256|ma2023-q6widep256|pkdt-q6widep256long2|adv-q6widep256long2|ma2023-q6widep256long2)  # ... and Stage II from its own teacher
       local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
@@ -240,7 +241,7 @@ run_step() {
           "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}"
       fi
       if [ "$v" = eps ]; then nest_eps "$name" "$small"; fi ;;
-    eval-teacher-q[26]|eval-pkdt-q[26]|eval-adv-q[26]|eval-ma2023-q[26]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256|eval-*-q6widep256long2)
+    eval-teacher-q[126]|eval-pkdt-q[126]|eval-adv-q[126]|eval-ma2023-q[126]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256|eval-*-q6widep256long2)
       local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
       local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
