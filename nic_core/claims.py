@@ -105,7 +105,8 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{s}", f"{b}-{s}", None, None)
                     ("ours is more robust than Ma2023", "ma2023", "pkdt"))
                 for side in ("psnr", "bpp"))
 # the same comparisons at the other rate points (the paper reports them only in Fig. 3) and
-# from the codecs trained longer (hyper-q4-long, hyper-q6-long, hyper-q4-p256, hyper-q6-wide-p256)
+# from the codecs trained longer (hyper-q4-long, hyper-q6-long, hyper-q4-p256, hyper-q6-wide-p256,
+# hyper-q6-wide-p256-long2)
 CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                 for q, where in (*((q, f"at lmbda {lm}") for q, lm in OTHER_RATES.items()),
                                  *((q, f"from {c} (trained longer)") for q, (c, *_) in LONG.items()))
@@ -203,6 +204,7 @@ GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
        for q, lm in OTHER_RATES.items()},
     "lmbda 0.0483 (hyper-q6-long)": lambda m: f"{m}-q6long",
     "lmbda 0.0483 (hyper-q6-wide-p256)": lambda m: f"{m}-q6widep256",
+    "lmbda 0.0483 (hyper-q6-wide-p256-long2)": lambda m: f"{m}-q6widep256long2",
     "Cheng (cheng-q4)": lambda m: "cheng-q4" if m == "pretrained" else f"{m}-cheng",
 }
 MARK = {"confirmed at this scale": "✓", "not confirmed (interval contains 0)": "~",

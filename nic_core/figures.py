@@ -75,15 +75,15 @@ def fig_rd(found: Dict[str, Dict[str, Any]], clean: Optional[Dict[str, Dict[str,
     # the second training seed as hollow markers, the Cheng codec as its own point
     curves = [("pretrained", PRETRAINED, "o-", LABELS["pretrained-q4"])]
     for m, style in (("teacher", "D--"), ("adv", "^--"), ("ma2023", "v--"), ("pkdt", "s-")):
-        curves.append((m, (f"{m}-q2", m, f"{m}-q6"), style, LABELS[m]))
+        curves.append((m, (f"{m}-q1", f"{m}-q2", m, f"{m}-q6"), style, LABELS[m]))
     curves += [(m, (f"{m}-s1",), style, LABELS[f"{m}-s1"])
                for m, style in (("adv", "^"), ("ma2023", "v"), ("pkdt", "s"))]
     curves += [("cheng", (k,), style, LABELS[k]) for k, style in zip(
         TABLE1_AT["cheng"], ("P", "d", "X", "<", ">"))]
     # the codecs trained longer and Stage I / II from them: black-edged markers, no line (two
     # of them share a rate point: they are separate codecs, not one R-D curve)
-    curves.append(("pretrained", LONGER, "o",
-                   "pretrained, trained longer (hyper-q4/q6-long, -q4-p256, -q6-wide-p256)"))
+    curves.append(("pretrained", LONGER, "o", "pretrained, trained longer "
+                   "(hyper-q4/q6-long, -q4-p256, -q6-wide-p256(-long2))"))
     curves += [(m, tuple(f"{m}-{q}" for q in LONG), style, f"{LABELS[m]}, from those trained longer")
                for m, style in (("teacher", "D"), ("pkdt", "s"), ("adv", "^"), ("ma2023", "v"))]
     for ax, (label, kind) in zip(axes, BLOCKS):
@@ -196,15 +196,19 @@ def fig_summary(found: Dict[str, Dict[str, Any]]):
 
 def fig_learning(root, names=("hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6",
                               "hyper-q6-long", "hyper-q1", "cheng-q4")):
-    """Training PSNR (from the MSE term) and rate of the committed codecs against the step,
-    smoothed over 200 steps, so the reader sees where training stopped; None without any."""
+    """Training PSNR (from the MSE term) and rate of the CPU codecs against the step, smoothed
+    over 200 steps, so the reader sees where training stopped; None without any. The log is
+    ``models/cpu/NAME/history.jsonl.gz`` for a committed model, ``results/cpu/NAME/`` for one
+    whose weights are not committed."""
     import math
 
     runs = []
     for n in names:
-        p = Path(root) / "models" / "cpu" / n / "history.jsonl.gz"
-        if p.is_file():
-            runs.append((n, read_history(p)))
+        for d in ("models", "results"):
+            p = Path(root) / d / "cpu" / n / "history.jsonl.gz"
+            if p.is_file():
+                runs.append((n, read_history(p)))
+                break
     if not runs:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))

@@ -67,7 +67,7 @@ def loss_gap(a, b, window: int = 500, key: str = "loss") -> List[Tuple[int, floa
     same batches (same seed, patch and batch size), such as hyper-q6-n128 and its control:
 
         python -c "from nic_core.strength import loss_gap; print(loss_gap(
-            'models/cpu/hyper-q6-p256-long/history.jsonl.gz',
+            'results/cpu/hyper-q6-p256-long/history.jsonl.gz',
             'results/cpu/hyper-q6-n128/history.jsonl.gz'))"
 
     Raises:

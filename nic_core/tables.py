@@ -47,7 +47,7 @@ RUNS: Dict[str, Tuple[str, str]] = {
 }
 # Table 1 at the other rate points: Stage I / II from that rate point's own pretrained codec
 # (same settings as at q4); keys "teacher-q2", "pkdt-q6", ...
-OTHER_RATES = {"q2": "0.0035", "q6": "0.0483"}  # rate point: lmbda
+OTHER_RATES = {"q1": "0.0018", "q2": "0.0035", "q6": "0.0483"}  # rate point: lmbda
 METHODS = ("teacher", "pkdt", "adv", "ma2023")
 RUNS.update({f"{m}-{q}": (f"results/cpu/hyper-{q}-{m}/metrics_p2.json",
                           f"{REPRO} {m}-{q} eval-{m}-{q}")
@@ -69,16 +69,18 @@ JPEG_ON = {"": "jpeg", "-div2k": "jpeg-div2k", "-kodak24": "jpeg-kodak24"}  # sa
 TABLE1_AT = {q: (f"pretrained-{q}", *(f"{m}-{q}" for m in METHODS)) for q in OTHER_RATES}
 TABLE1_AT["cheng"] = ("cheng-q4", *(f"{m}-cheng" for m in METHODS))  # Table 1 on Cheng
 # Table 1 again from the codecs trained longer: hyper-q4 6000 steps more (1.15 dB over JPEG
-# where hyper-q4 is 0.77), hyper-q6 8000 steps more (its rate was still climbing when it
-# stopped), hyper-q4-long 4000 steps more on 256x256 patches (1.59 dB over JPEG), the M 192
-# hyper-q6-wide 4000 steps more on 256x256 patches (0.88 dB over JPEG): does what Stage I / II do depend on how strong the codec is?
+# where hyper-q4 is 0.77), hyper-q6 8000 steps more, hyper-q4-long 4000 steps more on 256x256
+# patches (1.59 dB), the M 192 hyper-q6-wide 4000 steps more on 256x256 patches (0.88 dB) and
+# that one 7000 steps more (1.02 dB): does what Stage I / II do depend on the codec's strength?
 LONG = {  # rate point: (codec, what, the steps that train it)
     "q4long": ("hyper-q4-long", "Hyper, 22000 steps", "q4-long"),
     "q6long": ("hyper-q6-long", "lmbda 0.0483, 28000 steps", "q6-long"),
     "q4p256": ("hyper-q4-p256", "lmbda 0.013, hyper-q4-long trained 4000 steps more on 256x256 "
                "patches", "q4-p256"),
     "q6widep256": ("hyper-q6-wide-p256", "lmbda 0.0483, hyper-q6-wide (M 192) trained 4000 steps "
-                   "more on 256x256 patches", "q6-wide-p256")}
+                   "more on 256x256 patches", "q6-wide-p256"),
+    "q6widep256long2": ("hyper-q6-wide-p256-long2", "lmbda 0.0483, hyper-q6-wide-p256 trained "
+                        "7000 steps more on 256x256 patches", "q6-wide-p256-long2")}
 for q, (c, _, train) in LONG.items():
     RUNS[f"pretrained-{q}"] = (f"results/cpu/{c}/metrics_p2.json", f"{REPRO} {train} eval-{q}")
     RUNS.update({f"{m}-{q}": (f"results/cpu/{c}-{m}/metrics_p2.json",
@@ -87,7 +89,7 @@ for q, (c, _, train) in LONG.items():
 LONGER = tuple(f"pretrained-{q}" for q in LONG)  # the pretrained codecs trained longer
 # codecs trained further to lift them over JPEG (nic_core.strength): wider (M 192, N 88, N 128
 # by split twins), on 256x256 patches, soft-then-hard; the codecs table lists them, clean only
-# where they have no protocol-2 file (hyper-q4-p256 and hyper-q6-wide-p256 are in LONG)
+# where they have no protocol-2 file (hyper-q4-p256, hyper-q6-wide-p256 and -long2 are in LONG)
 WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
                               f"{REPRO} q6-wide eval-q6wide"),
         "pretrained-q6n88": ("results/cpu/hyper-q6-n88/metrics_p2.json",  # N 64 -> 88
@@ -101,9 +103,7 @@ WIDE = {"pretrained-q6wide": ("results/cpu/hyper-q6-wide/metrics_p2.json",
         "pretrained-q6widep256long": ("results/cpu/hyper-q6-wide-p256-long/metrics_p2.json",
                                       f"{REPRO} q6-wide-p256-long eval-q6widep256long"),
         "pretrained-q6widep256b4": ("results/cpu/hyper-q6-wide-p256-b4/metrics_p2.json",
-                                    f"{REPRO} q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4"),
-        "pretrained-q6widep256long2": ("results/cpu/hyper-q6-wide-p256-long2/metrics_p2.json",
-                                       f"{REPRO} q6-wide-p256-long2 clean-hyper-q6-wide-p256-long2")}
+                                    f"{REPRO} q6-wide-p256-b4 clean-hyper-q6-wide-p256-b4")}
 RUNS.update(WIDE)
 # the eps 1e-3 / DIV2K / Kodak-24 evaluations again from hyper-q4-long and its Stage I / II
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
@@ -186,9 +186,7 @@ LABELS.update({f"{k}-q4long": f"{LABELS[k]}, from {LONG['q4long'][0]}" for k in 
                  "pretrained-q6widep256long": "pretrained (lmbda 0.0483, hyper-q6-wide-p256 "
                  "trained 4000 steps more, lr 2e-4: hyper-q6-wide-p256-long)",
                  "pretrained-q6widep256b4": "pretrained (lmbda 0.0483, hyper-q6-wide-p256 "
-                 "trained 2000 steps more in batches of 4: hyper-q6-wide-p256-b4)",
-                 "pretrained-q6widep256long2": "pretrained (lmbda 0.0483, hyper-q6-wide-p256-long "
-                 "trained 3000 steps more, lr 1e-4: hyper-q6-wide-p256-long2)"})
+                 "trained 2000 steps more in batches of 4: hyper-q6-wide-p256-b4)"})
 LABELS.update({f"{b}-{suffix}": f"{LABELS[b]}, {what}"
                for suffix, (_, what, bases) in VARIANTS.items() for b in bases})
 # The paper's Table 1 (Kodak, Hyper, lowest rate point, eps 5e-4): clean, psnr attack, bpp
@@ -364,6 +362,10 @@ SEED_PAIRS += (
                "pretrained-q6p256long", "pretrained-q6n88"),
               ("pretrained: hyper-q4-p256 - hyper-q4-long (256x256 patches, 4000 steps more)",
                "pretrained-q4long", "pretrained-q4p256"))
+# ... and each Table 1 row from hyper-q6-wide-p256-long2 against its ancestor's same row
+SEED_PAIRS += tuple((f"{LABELS.get(m, m)}: from hyper-q6-wide-p256-long2 - from "
+                     "hyper-q6-wide-p256 (7000 steps more)", f"{m}-q6widep256",
+                     f"{m}-q6widep256long2") for m in ("pretrained", *METHODS))
 
 
 def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:

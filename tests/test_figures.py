@@ -436,7 +436,23 @@ def test_loss_gap_compares_two_runs_window_by_window(tmp_path):
     c.write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
     with pytest.raises(ValueError, match="same steps"):
         loss_gap(a, c)
-    gaps = dict(loss_gap(ROOT / "models/cpu/hyper-q6-p256-long/history.jsonl.gz",
+    gaps = dict(loss_gap(ROOT / "results/cpu/hyper-q6-p256-long/history.jsonl.gz",
                          ROOT / "results/cpu/hyper-q6-n128/history.jsonl.gz"))
     assert all(5.5 <= gaps[s] <= 9 for s in (1, 501, 1001, 1501, 2001))
     assert all(abs(gaps[s]) <= 0.6 for s in (3501, 4001, 4501))
+
+
+def test_learning_curves_read_the_logs_of_codecs_whose_weights_are_not_committed(tmp_path):
+    """fig_learning finds a codec's log in models/cpu/NAME, or in results/cpu/NAME once its
+    weights left models/ (hyper-q6, hyper-q6-long): every default codec is drawn, placed after
+    the step its fine-tuning started from."""
+    assert not (ROOT / "models/cpu/hyper-q6/model.pt").exists()
+    fig = figures.fig_learning(ROOT)
+    labels = [ln.get_label() for ln in fig.axes[0].lines]
+    assert labels == ["hyper-q4", "hyper-q4-long", "hyper-q2", "hyper-q6", "hyper-q6-long",
+                      "hyper-q1", "cheng-q4"]
+    x = {ln.get_label(): ln.get_xdata() for ln in fig.axes[0].lines}
+    assert x["hyper-q6"][0] == 16001 and x["hyper-q6-long"][0] == 20001
+    assert x["hyper-q6-long"][-1] == 28000
+    figures.plt.close(fig)
+    assert figures.fig_learning(tmp_path) is None

@@ -135,3 +135,30 @@ def test_bf16_autocast_keeps_the_entropy_models_in_float32(tiny):
         torch.testing.assert_close(codec_forward(tiny, x, "round")["x_hat"], ref["x_hat"])
     with pytest.raises(ValueError, match="precision"):
         autocast(torch.device("cpu"), "fp16")
+
+
+def test_committed_models_are_what_models_readme_promises():
+    """Every folder under models/cpu is listed in its README, matches its SHA256SUMS, loads
+    with weights_only=True, stays under 10 MB (all of models/ near 100 MB, issue 9) and has its
+    results committed beside it (results/cpu/NAME)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "models" / "cpu"
+    readme = (root / "README.md").read_text()
+    dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    assert len(dirs) >= 10
+    total = 0
+    for d in dirs:
+        assert f"`{d.name}`" in readme, d.name
+        for line in (d / "SHA256SUMS").read_text().splitlines():
+            digest, name = line.split()
+            data = (d / name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == digest, (d.name, name)
+            total += len(data)
+        assert (d / "model.pt").stat().st_size < 10e6, d.name
+        state = torch.load(d / "model.pt", weights_only=True, map_location="cpu")
+        assert isinstance(state, dict) and state, d.name
+        results = root.parents[1] / "results" / "cpu" / d.name
+        assert any(results.glob("metrics_*.json")), d.name
+    assert total < 110e6, total / 1e6

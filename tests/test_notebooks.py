@@ -146,8 +146,10 @@ def test_figures_notebook_remakes_the_committed_tables(tmp_path):
     from nic_core import figures
     _papermill("05_figures", tmp_path, root=str(ROOT), out_dir=str(tmp_path / "fig"),
                tables_dir=str(tmp_path / "tab"), visual_iterations=3)  # the grid's attack: short
-    for name in ("table1.md", "table1.csv", "table1_q2.md", "table1_q6.md", "table1_cheng.md",
+    for name in ("table1.md", "table1.csv", "table1_q1.md", "table1_q2.md", "table1_q6.md",
+                 "table1_cheng.md",
                  "table1_q4long.md", "table1_q6long.md", "table1_q4p256.md", "table1_q6widep256.md",
+                 "table1_q6widep256long2.md",
                  "table1_kodak24.md", "table1_kodak24_q4long.md", "table2.md", "table2.csv",
                  "table2_q4long.md", "verdicts.md", "verdict_grid.md", "codecs.md",
                  "seeds.md", "matched_rate.md", "matched_rate_div2k.md", "matched_rate_kodak24.md",
