@@ -139,7 +139,7 @@ def test_bf16_autocast_keeps_the_entropy_models_in_float32(tiny):
 
 def test_committed_models_are_what_models_readme_promises():
     """Every folder under models/cpu is listed in its README, matches its SHA256SUMS, loads
-    with weights_only=True, stays under 10 MB (all of models/ near 100 MB, issue 9) and has its
+    with weights_only=True with its entropy coders' CDF tables, stays under 10 MB (all of models/ near 100 MB, issue 9) and has its
     results committed beside it (results/cpu/NAME)."""
     import hashlib
     from pathlib import Path
@@ -159,6 +159,9 @@ def test_committed_models_are_what_models_readme_promises():
         assert (d / "model.pt").stat().st_size < 10e6, d.name
         state = torch.load(d / "model.pt", weights_only=True, map_location="cpu")
         assert isinstance(state, dict) and state, d.name
+        sd = state["state_dict"]  # with the update(force=True) tables of both entropy models
+        cdfs = [k for k in sd if k.endswith("_quantized_cdf")]
+        assert len(cdfs) == 2 and all(sd[k].numel() > 100 for k in cdfs), d.name
         results = root.parents[1] / "results" / "cpu" / d.name
         assert any(results.glob("metrics_*.json")), d.name
     assert total < 110e6, total / 1e6
