@@ -141,17 +141,21 @@ variants_done() {
   echo "== $dir: every variant of $1 has its results"
 }
 
-# codec C: the pretrained codec a Stage I / II step starts from (q2, q6: Hyper; cheng: Cheng;
-# q4long / q6long: hyper-q4 / hyper-q6 trained longer, params/cpu/01_pretrain_hyper-q*-long.yaml;
-# q4p256: hyper-q4-long trained on 256x256 patches, params/cpu/01_pretrain_hyper-q4-p256.yaml;
-# q6widep256: the M 192 hyper-q6-wide trained on 256x256 patches, its weights not committed;
-# q6widep256long2: that codec trained 7000 steps more, 1.02 dB over JPEG, committed).
+# codec C: the pretrained codec a Stage I / II step starts from, by rate point (q2, q6: Hyper;
+# cheng: Cheng; q4long / q6long: hyper-q4 / hyper-q6 trained longer; q4p256: hyper-q4-long
+# trained on 256x256 patches; q6widep256: the M 192 hyper-q6-wide trained on 256x256 patches,
+# its weights not committed; q6widep256long2: that codec trained 7000 steps more, 1.02 dB over
+# JPEG, committed; each has params/cpu/01_pretrain_CODEC.yaml). A new rate point is one entry
+# here: the steps teacher-C, {pkdt,adv,ma2023}-C, eval-{teacher,...}-C and eval-{eps,div2k,k24}-*
+# follow from it. Unknown: exit 2 (assign its output first: `c=$(codec q)`, so set -e sees it).
+declare -A CODECS=([q1]=hyper-q1 [q2]=hyper-q2 [q4]=hyper-q4 [q6]=hyper-q6 [cheng]=cheng-q4
+  [q4long]=hyper-q4-long [q6long]=hyper-q6-long [q4p256]=hyper-q4-p256
+  [q6widep256]=hyper-q6-wide-p256 [q6widep256long2]=hyper-q6-wide-p256-long2)
 codec() {
-  case $1 in
-    cheng) echo cheng-q4 ;; q[1-6]long) echo "hyper-${1%long}-long" ;; q4p256) echo hyper-q4-p256 ;;
-    q6widep256) echo hyper-q6-wide-p256 ;; q6widep256long2) echo hyper-q6-wide-p256-long2 ;;
-    *) echo "hyper-$1" ;;
-  esac
+  if [ -z "${CODECS[$1]:-}" ]; then
+    echo "unknown rate point '$1'; rate points: ${!CODECS[*]}" >&2; exit 2
+  fi
+  echo "${CODECS[$1]}"
 }
 
 # rate_point C: the overrides that move the hyper-q4 Stage I / II params files to codec C: its
@@ -166,13 +170,16 @@ rate_point() {
   echo "-p pretrained models/cpu/$c/model.pt"
 }
 
+declare -A LABEL=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)" [adv]="adversarial training"
+                 [ma2023]="Ma2023")
+
 run_step() {
   case $1 in
-    q4) train hyper-q4 pretrain params/cpu/01_pretrain_hyper-q4.yaml ;;
-    q2) train hyper-q2 pretrain params/cpu/01_pretrain_hyper-q2.yaml ;;
-    q6) train hyper-q6 pretrain params/cpu/01_pretrain_hyper-q6.yaml ;;
-    q1) train hyper-q1 pretrain params/cpu/01_pretrain_hyper-q1.yaml ;;
-    q4-long|q6-long|q6-wide|q6-n88|q6-p128|q6-p256|q6-p256-long|q6-hard|q6-n128|q4-p256|q6-wide-p256|q6-wide-p256-long|q6-wide-p256-b4|q6-wide-p256-long2) train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
+    q[1-9]*)  # a Hyper codec: params/cpu/01_pretrain_hyper-STEP.yaml (q4, q2, q6-wide-p256, ...)
+      if [ ! -f "params/cpu/01_pretrain_hyper-$1.yaml" ]; then
+        echo "unknown step $1 (no params/cpu/01_pretrain_hyper-$1.yaml)" >&2; exit 2
+      fi
+      train "hyper-$1" pretrain "params/cpu/01_pretrain_hyper-$1.yaml" ;;
     cheng-q4) train cheng-q4 pretrain params/cpu/01_pretrain_cheng-q4.yaml ;;
     clean-*)  # clean-NAME: the clean point of models/cpu/NAME as it stands (also while
       # unfinished); skipped while its file exists (delete it to measure again), so a fresh
@@ -195,38 +202,38 @@ run_step() {
       local teacher=models/cpu/hyper-q4-teacher/model.pt
       train "hyper-q4-$1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "${1%-s1}" \
         -p teacher "$teacher" -p seed 1 ;;
-    teacher-s1-q[46]long)  # a second training seed from a codec trained longer: Stage I ...
-      local q=${1##*-}
+    teacher-s1-*)  # a second training seed from another codec (q4long): Stage I ...
+      local c; c=$(codec "${1#teacher-s1-}")
       # shellcheck disable=SC2046
-      train "$(codec "$q")-teacher-s1" teacher params/cpu/hyper-q4/02_teacher.yaml \
-        $(rate_point "$q") -p seed 1 ;;
-    pkdt-s1-q[46]long|adv-s1-q[46]long|ma2023-s1-q[46]long)  # ... and Stage II (seed-0 teacher)
-      local m=${1%%-*} q=${1##*-}; local c; c=$(codec "$q")
+      train "$c-teacher-s1" teacher params/cpu/hyper-q4/02_teacher.yaml \
+        $(rate_point "${1#teacher-s1-}") -p seed 1 ;;
+    pkdt-s1-*|adv-s1-*|ma2023-s1-*)  # ... and Stage II (from the seed-0 teacher)
+      local m=${1%%-*} q=${1#*-s1-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m-s1" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") -p seed 1 ;;
-    teacher-q[126]|teacher-cheng|teacher-q[46]long|teacher-q4p256|teacher-q6widep256|teacher-q6widep256long2)  # Table 1 at the other codecs: Stage I ...
-      local q=${1#teacher-}
+    teacher-*)  # Table 1 at the other codecs (CODECS): Stage I ...
+      local q=${1#teacher-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046  # rate_point's words are meant to split
-      train "$(codec "$q")-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
-    pkdt-q[126]|adv-q[126]|ma2023-q[126]|pkdt-cheng|adv-cheng|ma2023-cheng|pkdt-q[46]long|adv-q[46]long|ma2023-q[46]long|pkdt-q4p256|adv-q4p256|ma2023-q4p256|pkdt-q6widep256|adv-q6widep256|ma2023-q6widep256|pkdt-q6widep256long2|adv-q6widep256long2|ma2023-q6widep256long2)  # ... and Stage II from its own teacher
-      local m=${1%-*} q=${1##*-}; local c; c=$(codec "$q")
+      train "$c-teacher" teacher params/cpu/hyper-q4/02_teacher.yaml $(rate_point "$q") ;;
+    pkdt-*|adv-*|ma2023-*)  # ... and Stage II from its own teacher
+      local m=${1%%-*} q=${1#*-}; local c; c=$(codec "$q")
       # shellcheck disable=SC2046
       train "$c-$m" pkdt params/cpu/hyper-q4/03_pkdt.yaml -p method "$m" \
         -p teacher "models/cpu/$c-teacher/model.pt" $(rate_point "$q") ;;
     eval-eps-*|eval-div2k-*|eval-k24-*)  # another budget or other images: eps = 1e-3 (Fig. 4),
-      # the DIV2K validation images at hand, all 24 Kodak images (crops); Hyper codecs (q1-q6)
-      # and the lmbda 0.013 Stage I / II models, from hyper-q4 and from hyper-q4-long (before the
-      # protocol-2 branch below, whose eval-*-q4long would catch eval-eps-pkdt-q4long)
-      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name small=metrics_p2.json
+      # the DIV2K validation images at hand, all 24 Kodak images (crops); of a pretrained codec
+      # (eval-k24-q2, eval-k24-cheng-q4) or a Stage I / II model (eval-k24-pkdt: from hyper-q4,
+      # eval-k24-pkdt-q2: from hyper-q2); before the protocol-2 branch below, whose
+      # eval-pkdt-* would catch eval-eps-pkdt-q4long
+      local v=${1#eval-}; v=${v%%-*}; local m=${1#eval-"$v"-} name c small=metrics_p2.json
       case $m in
-        q[1246]) name=hyper-$m ;;
-        q4long) name=hyper-q4-long ;;
-        q4p256) name=hyper-q4-p256 ;;
-        teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
         teacher-q4long|pkdt-q4long|adv-q4long|ma2023-q4long)  # retrained: not Table 1's weights
           name=hyper-q4-long-${m%-q4long} small=metrics_p2_retrained.json ;;
-        *) echo "unknown step $1" >&2; exit 2 ;;
+        teacher|pkdt|adv|ma2023) name=hyper-q4-$m ;;
+        teacher-*|pkdt-*|adv-*|ma2023-*) c=$(codec "${m#*-}"); name=$c-${m%%-*} ;;
+        cheng-q4) name=cheng-q4 ;;
+        *) name=$(codec "$m") ;;
       esac
       local -A file=([eps]=eps1e-3 [div2k]=div2k [k24]=kodak24)
       local -A what=([eps]="eps 1e-3" [div2k]=DIV2K [k24]="Kodak 24")
@@ -241,12 +248,16 @@ run_step() {
           "models/cpu/$name/model.pt" --out "$out" --name "$name ${what[$v]}"
       fi
       if [ "$v" = eps ]; then nest_eps "$name" "$small"; fi ;;
-    eval-teacher-q[126]|eval-pkdt-q[126]|eval-adv-q[126]|eval-ma2023-q[126]|eval-teacher-cheng|eval-pkdt-cheng|eval-adv-cheng|eval-ma2023-cheng|eval-*-q[46]long|eval-*-q4p256|eval-*-q6widep256|eval-*-q6widep256long2)
-      local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s=""
+    eval-teacher-s1|eval-pkdt-s1|eval-adv-s1|eval-ma2023-s1)  # seed 1 from hyper-q4
+      local m=${1#eval-}; m=${m%-s1}
+      evaluate "hyper-q4-$m-s1" "${LABEL[$m]}, seed 1" ;;
+    eval-teacher-*|eval-pkdt-*|eval-adv-*|eval-ma2023-*)  # Stage I / II at codec C (CODECS)
+      local m=${1#eval-}; m=${m%-*}; local q=${1##*-} s="" c
       if [[ $m == *-s1 ]]; then m=${m%-s1}; s=-s1; fi  # eval-pkdt-s1-q4long: seed 1
-      local -A label=([teacher]="teacher (Stage I)" [pkdt]="Ours (PKDT)"
-                      [adv]="adversarial training" [ma2023]="Ma2023")
-      evaluate "$(codec "$q")-$m$s" "${label[$m]}${s:+, seed 1} ($q)" ;;
+      c=$(codec "$q")
+      evaluate "$c-$m$s" "${LABEL[$m]}${s:+, seed 1} ($q)" ;;
+    eval-teacher|eval-pkdt|eval-adv|eval-ma2023)  # Stage I / II from hyper-q4
+      evaluate "hyper-q4-${1#eval-}" "${LABEL[${1#eval-}]}" ;;
     eval-q4) evaluate hyper-q4 "pretrained (q4)" ;;
     eval-q2) evaluate hyper-q2 "pretrained (q2)" ;;
     eval-q6) evaluate hyper-q6 "pretrained (q6)" ;;
@@ -259,16 +270,8 @@ run_step() {
     eval-q6widep256) evaluate hyper-q6-wide-p256 "pretrained (q6, M 192, 256x256 patches)" ;;
     eval-q6widep256long) evaluate hyper-q6-wide-p256-long "pretrained (q6, M 192, 256x256 patches, 4000 steps more)" ;;
     eval-q6widep256long2) evaluate hyper-q6-wide-p256-long2 "pretrained (q6, M 192, 256x256 patches, 7000 steps more)" ;;
-    eval-teacher) evaluate hyper-q4-teacher "teacher (Stage I)" ;;
-    eval-pkdt) evaluate hyper-q4-pkdt "Ours (PKDT)" ;;
-    eval-adv) evaluate hyper-q4-adv "adversarial training" ;;
-    eval-ma2023) evaluate hyper-q4-ma2023 "Ma2023" ;;
     eval-q1) evaluate hyper-q1 "pretrained (q1)" ;;
     eval-cheng-q4) evaluate cheng-q4 "pretrained Cheng (q4)" ;;
-    eval-pkdt-s1) evaluate hyper-q4-pkdt-s1 "Ours (PKDT), seed 1" ;;
-    eval-adv-s1) evaluate hyper-q4-adv-s1 "adversarial training, seed 1" ;;
-    eval-ma2023-s1) evaluate hyper-q4-ma2023-s1 "Ma2023, seed 1" ;;
-    eval-teacher-s1) evaluate hyper-q4-teacher-s1 "teacher (Stage I), seed 1" ;;
     ablations)  # Table 2: notebook 04 trains and evaluates each variant (resumable per variant)
       variants_done params/cpu/hyper-q4/04_ablations.yaml && return
       .venv/bin/papermill notebooks/04_ablations.ipynb runs/cpu/04_ablations.ipynb \
