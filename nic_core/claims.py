@@ -3,7 +3,7 @@
 Each claim of Cao et al., "Enhancing Adversarial Training with Prior Knowledge Distillation for
 Robust Image Compression" (arXiv 2403.06700), is a paired difference over the images of the
 damage two models take (:data:`CLAIMS`); :func:`verdicts` gives it a 95 % bootstrap interval and
-a verdict. The models are the keys of :data:`nic_core.tables.RUNS`.
+a verdict. The models are the keys of :data:`nic_core.registry.RUNS`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Optional
 import pandas as pd
 
 from . import stats
-from .tables import FROM_Q4LONG, LONG, OTHER_RATES, VARIANTS, _damage, at_q4long
+from .registry import FROM_Q4LONG, LONG, OTHER_RATES, VARIANTS, at_q4long
+from .tables import _damage
 
 # The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
 # attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
@@ -118,7 +119,6 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                     ("ours is more robust than plain adversarial training", "adv", "pkdt"),
                     ("ours is more robust than Ma2023 (Fig. 1)", "ma2023", "pkdt"))
                 for side in ("psnr", "bpp"))
-
 # Table 2 and the second-seed claims again from hyper-q4-long (1.15 dB over JPEG; hyper-q4, where
 # they were first run, is 0.77): every claim whose models are all in FROM_Q4LONG or seed 0
 CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4long(b),
@@ -130,6 +130,15 @@ CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4
                  attack) for claim, side, a, b, paper, attack in CLAIMS
                 if a is not None and all(any(k.endswith(f"-{v}") for v in VARIANTS) for k in (a, b))
                 and "q4long" not in a + b)
+# ours against the pretrained codec on all 24 Kodak crops at the other codecs evaluated there
+# (after the hyper-q4-long twins above: these have none)
+CLAIMS += tuple((f"ours (PKDT) is more robust than the pretrained codec (all 24 Kodak images), "
+                 f"{where}", side, f"{a}-kodak24", f"pkdt-{q}-kodak24", None, None)
+                for q, a, where in (("q2", "pretrained-q2", "lmbda 0.0035"),
+                                    ("cheng", "cheng-q4", "Cheng"),
+                                    ("q6widep256long2", "pretrained-q6widep256long2",
+                                     "from hyper-q6-wide-p256-long2"))
+                for side in ("psnr", "bpp"))
 
 
 def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: str,
@@ -178,7 +187,7 @@ def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
 
 # The verdict grid: Table 1's comparisons (rows) in every setting where they were run (columns),
 # each setting a map from the method ("pretrained", "teacher", "pkdt", "adv", "ma2023") to its
-# key in tables.RUNS. One look at where a claim holds and where it does not.
+# key in registry.RUNS. One look at where a claim holds and where it does not.
 GRID_COMPARISONS = (("Stage I > pretrained", "pretrained", "teacher"),
                     ("Stage II > Stage I", "teacher", "pkdt"),
                     ("PKDT > pretrained", "pretrained", "pkdt"),
@@ -206,6 +215,11 @@ GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
     "lmbda 0.0483 (hyper-q6-wide-p256)": lambda m: f"{m}-q6widep256",
     "lmbda 0.0483 (hyper-q6-wide-p256-long2)": lambda m: f"{m}-q6widep256long2",
     "Cheng (cheng-q4)": lambda m: "cheng-q4" if m == "pretrained" else f"{m}-cheng",
+    # all 24 Kodak crops at the other codecs (K24_AT: pretrained and PKDT only)
+    "lmbda 0.0035 (hyper-q2), Kodak 24": lambda m: f"{m}-q2-kodak24",
+    "lmbda 0.0483 (hyper-q6-wide-p256-long2), Kodak 24": lambda m: f"{m}-q6widep256long2-kodak24",
+    "Cheng (cheng-q4), Kodak 24": lambda m: ("cheng-q4" if m == "pretrained" else f"{m}-cheng")
+    + "-kodak24",
 }
 MARK = {"confirmed at this scale": "✓", "not confirmed (interval contains 0)": "~",
         "refuted at this scale": "✗"}

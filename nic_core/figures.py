@@ -23,10 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import checkpoints, cli, stats, viz  # noqa: E402
 from .results import load_results  # noqa: E402
-from .tables import (BLOCKS, LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
-                     PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
-                     TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, _cell, codecs, flat_markdown, load,
-                     markdown, _damage, at_q4long, matched_rate, seeds, table)
+from .registry import (LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
+                       PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
+                       TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, at_q4long)
+from .tables import (BLOCKS, _cell, _damage, codecs, flat_markdown, load, markdown,  # noqa: E402
+                     matched_rate, seeds, table)
 from .strength import codec_steps, fig_codec_steps, read_history  # noqa: E402
 from .tuning import TUNE_DIR, TUNE_DIR_AT, fig_tuning, tuning, tuning_intervals  # noqa: E402
 from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nic_core import figures, stats, tables, tuning
+from nic_core import figures, registry, stats, tables, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = {"pretrained-q4": "01_pretrain", "teacher": "02_teacher", "pkdt": "03_pkdt",
@@ -273,7 +273,7 @@ def test_every_results_file_names_a_step_of_the_reproduction_script():
     assert {"teacher-q2", "eval-pkdt-q6", "eval-ma2023-q2", "cheng-q4"} <= steps
     for key, (_, cmd) in figures.RUNS.items():
         prog, *named = cmd.split()
-        assert prog == tables.REPRO and named, key
+        assert prog == registry.REPRO and named, key
         assert set(named) <= steps, (key, set(named) - steps)
     rows = figures.TABLE1_AT["q2"]
     assert rows[0] == "pretrained-q2" and all(k in figures.RUNS for k in rows)
@@ -285,15 +285,15 @@ def test_table2_and_seed_1_again_from_hyper_q4_long_read_the_files_its_steps_wri
     results_dir its params file names; the seed-1 claims and pairs moved with it."""
     import yaml
     from nic_core import claims
-    rows = tables.TABLE2_AT["q4long"]
-    assert rows == tuple(f"{k}-q4long" for k in tables.TABLE2_ROWS)
-    assert list(tables.PAPER_TABLE2_AT["q4long"]) == list(rows)
-    assert list(tables.PAPER_TABLE2_AT["q4long"].values()) == list(tables.PAPER_TABLE2.values())
+    rows = registry.TABLE2_AT["q4long"]
+    assert rows == tuple(f"{k}-q4long" for k in registry.TABLE2_ROWS)
+    assert list(registry.PAPER_TABLE2_AT["q4long"]) == list(rows)
+    assert list(registry.PAPER_TABLE2_AT["q4long"].values()) == list(registry.PAPER_TABLE2.values())
     p = yaml.safe_load((ROOT / "params" / "cpu" / "hyper-q4-long" / "04_ablations.yaml").read_text())
     assert p["pretrained"] == "models/cpu/hyper-q4-long/model.pt"
     assert p["teacher"] == "models/cpu/hyper-q4-long-teacher/model.pt"
     for v in p["variants"].split(","):
-        assert tables.RUNS[f"abl-{v}-q4long"][0] == f"{p['results_dir']}/{v}/metrics.json"
+        assert registry.RUNS[f"abl-{v}-q4long"][0] == f"{p['results_dir']}/{v}/metrics.json"
     moved = {(a, b) for _, _, a, b, _, _ in claims.CLAIMS if a and a.endswith("-s1-q4long")}
     assert moved == {("adv-s1-q4long", "pkdt-s1-q4long"), ("ma2023-s1-q4long", "pkdt-s1-q4long"),
                      ("teacher-s1-q4long", "pkdt-q4long")}
@@ -383,21 +383,27 @@ def test_eps_div2k_kodak24_from_hyper_q4_long_are_the_hyper_q4_ones_moved():
     its twin (same results-file name in the q4long model's folder, a script step that makes
     it), and every claim on those evaluations is asked again of the twins."""
     from nic_core import claims
-    assert tables.at_q4long("pretrained-q4-eps1e-3") == "pretrained-q4long-eps1e-3"
-    assert tables.at_q4long("pkdt-kodak24") == "pkdt-q4long-kodak24"
-    assert tables.at_q4long("adv-s1") == "adv-s1-q4long"
-    assert tables.RUNS["pkdt-q4long-div2k"] == (
+    assert registry.at_q4long("pretrained-q4-eps1e-3") == "pretrained-q4long-eps1e-3"
+    assert registry.at_q4long("pkdt-kodak24") == "pkdt-q4long-kodak24"
+    assert registry.at_q4long("adv-s1") == "adv-s1-q4long"
+    assert registry.RUNS["pkdt-q4long-div2k"] == (
         "results/cpu/hyper-q4-long-pkdt/metrics_p2_div2k.json",
-        f"{tables.REPRO} teacher-q4long pkdt-q4long eval-div2k-pkdt-q4long")
-    assert tables.RUNS["pretrained-q4long-eps1e-3"][1] == f"{tables.REPRO} eval-eps-q4long"
+        f"{registry.REPRO} teacher-q4long pkdt-q4long eval-div2k-pkdt-q4long")
+    assert registry.RUNS["pretrained-q4long-eps1e-3"][1] == f"{registry.REPRO} eval-eps-q4long"
     assert figures.EPS_ROWS_Q4LONG[1] == ("pretrained-q4long-eps1e-3", "teacher-q4long-eps1e-3",
                                           "pkdt-q4long-eps1e-3", "adv-q4long-eps1e-3",
                                           "ma2023-q4long-eps1e-3")
     pairs = {(a, b) for _, _, a, b, _, _ in claims.CLAIMS if a}
     on_variants = [(a, b) for a, b in pairs if "q4long" not in a + b
-                   and any(a.endswith(f"-{v}") for v in tables.VARIANTS)]
+                   and any(a.endswith(f"-{v}") for v in registry.VARIANTS)]
+    # the other codecs on all 24 Kodak crops (registry.K24_AT) have no hyper-q4-long twin
+    other = [(a, b) for a, b in on_variants if any(f"-{q}-" in b for q in registry.K24_AT)]
+    assert sorted(b for _, b in other) == sorted(f"pkdt-{q}-kodak24" for q in registry.K24_AT
+                                                 for _ in ("psnr", "bpp"))[::2]
+    on_variants = [p for p in on_variants if p not in other]
     assert len(on_variants) == 13
-    assert all((tables.at_q4long(a), tables.at_q4long(b)) in pairs for a, b in on_variants)
+    assert all((registry.at_q4long(a), registry.at_q4long(b)) in pairs for a, b in on_variants)
+    assert not any((registry.at_q4long(a), registry.at_q4long(b)) in pairs for a, b in other)
 
 
 def test_verdict_grid_is_the_verdicts_of_table1_comparisons(root):
