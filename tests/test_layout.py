@@ -38,3 +38,16 @@ def test_the_checks_can_fail():
     src = "def f():\n    '''doc\n    more'''\n" + "    x = 1\n" * 81
     fn = ast.parse(src).body[0]
     assert _code_lines(fn) == 81
+
+
+def test_every_module_is_on_the_maps():
+    """Each module of nic_core is named in the README's layout and in DESIGN.md's module map
+    (a module added without its line leaves a reader no way in)."""
+    root = PACKAGE.parent
+    readme = root.joinpath("README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## The one forward")]
+    design = root.joinpath("DESIGN.md").read_text()
+    mods = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(mods) > 20
+    assert [m for m in mods if m not in layout] == []
+    assert [m for m in mods if m not in design] == []
