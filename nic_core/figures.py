@@ -1,7 +1,7 @@
 """The reproduction's tables and figures, from committed results files only.
 
-Notebook ``05_figures`` and ``make figures`` call :func:`build`. :data:`RUNS` names every
-results file a figure or table reads, beside the command that makes it; a missing file
+Notebook ``05_figures`` and ``make figures`` call :func:`build`. :data:`nic_core.registry.RUNS`
+names every results file a figure or table reads, beside the command that makes it; a missing file
 becomes a note naming that command (and the figure is drawn from what exists), never a
 silent gap. Every figure uses one colour per method (:data:`PALETTE`) and shows the paper's
 numbers (Cao et al., arXiv 2403.06700, Tables 1-2) as hollow markers beside ours; the
@@ -11,7 +11,6 @@ each results file, so compare differences, not absolute values.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -22,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import checkpoints, cli, stats, viz  # noqa: E402
+from .readme_includes import refresh_includes  # noqa: E402
 from .results import load_results  # noqa: E402
 from .registry import (LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                        PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
@@ -365,10 +365,13 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += save(fig_summary(found), out, "fig1_summary_cpu")
     else:
         notes.append("fig3_rd_cpu, fig1_summary_cpu: no Table 1 results yet")
-    for suffix, paper, title in (  # Fig. 3 on the other image sets: a curve, not a point
-            ("-div2k", False, "the DIV2K validation images at hand (4 LR x4 images, 256x256 crops)"),
-            ("-kodak24", True, "all 24 Kodak images (256x256 centre crops)")):
-        name, other = f"fig3_rd_{suffix[1:]}_cpu", on_images(found, suffix)
+    for name, suffix, paper, title in (  # Fig. 3 on the other image sets, Fig. 4 as R-D curves
+            ("fig3_rd_div2k_cpu", "-div2k", False,
+             "the DIV2K validation images at hand (4 LR x4 images, 256x256 crops)"),
+            ("fig3_rd_kodak24_cpu", "-kodak24", True, "all 24 Kodak images (256x256 centre crops)"),
+            ("fig4_rd_cpu", "-eps1e-3", False, "Fig. 4: eps 1e-3 (worst case nested over the eps "
+             "5e-4 attacks), the first 8 Kodak crops")):
+        other = on_images(found, suffix)
         if sum(k in other for k in PRETRAINED) >= 2:
             written += save(fig_rd(other, paper=paper, title=title), out, name)
         else:
@@ -391,30 +394,6 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         else:
             notes.append(f"{name}: no eps 1e-3 results yet")
     return {"written": written, "notes": notes, "found": sorted(found)}
-
-
-# a block may be empty; its text never spans another block's start
-INCLUDE = re.compile(r"(<!-- include: (\S+) -->\n)((?:(?!<!-- include:).)*?)\n?(<!-- end -->)",
-                     re.S)
-
-
-def refresh_includes(readme) -> List[str]:
-    """Replace each ``<!-- include: FILE -->`` ... ``<!-- end -->`` block of ``readme`` with
-    FILE's current text (paths relative to the README's folder); returns the files whose block
-    changed. ``make figures`` runs it, so the README's tables are the results' tables."""
-    readme = Path(readme)
-    text, changed = readme.read_text(), []
-
-    def fill(m):
-        new = (readme.parent / m.group(2)).read_text().strip()
-        if new != m.group(3).strip():
-            changed.append(m.group(2))
-        return m.group(1) + new + "\n" + m.group(4)
-
-    out = INCLUDE.sub(fill, text)
-    if out != text:
-        readme.write_text(out)
-    return changed
 
 
 def main(argv=None) -> int:

@@ -101,11 +101,13 @@ RUNS.update(WIDE)
 # models (their weights are not committed: `RETRAIN=1` trains them again first; the
 # retrained Stage I / II models are not bit-identical to those of Table 1 from hyper-q4-long)
 # and single codecs evaluated with one more budget / image set, by step
-# on all 24 Kodak crops: hyper-q4-p256, and PKDT beside its own pretrained codec at q2, on Cheng
-# and from hyper-q6-wide-p256-long2 (Fig. 3's "pretrained vs ours" at those points)
-K24_AT = ("q2", "cheng", "q6widep256long2")
-MORE_BASES = {"k24": ("pretrained-q4p256", *(k for q in K24_AT for k in TABLE1_AT[q]
-                                            if k.startswith(("pretrained", "cheng", "pkdt"))))}
+# PKDT beside its own pretrained codec at q2, on Cheng and from hyper-q6-wide-p256-long2, on all
+# 24 Kodak crops (Fig. 3's "pretrained vs ours" there) and at eps 1e-3 (Fig. 4 as R-D curves,
+# with hyper-q1 for the pretrained curve); hyper-q4-p256 on all 24 Kodak crops
+MORE_AT = ("q2", "cheng", "q6widep256long2")
+_PAIRS = tuple(k for q in MORE_AT for k in TABLE1_AT[q] if k.startswith(("pretrained", "cheng",
+                                                                         "pkdt")))
+MORE_BASES = {"k24": ("pretrained-q4p256", *_PAIRS), "eps": ("pretrained-q1", *_PAIRS)}
 VARIANTS = {suffix: (step, what, tuple(dict.fromkeys((*bases, *TABLE1_AT["q4long"],
                                                       *MORE_BASES.get(step, ())))))
             for suffix, (step, what, bases) in VARIANTS.items()}
@@ -131,7 +133,7 @@ RUNS.update({f"{b}-{suffix}": (RUNS[b][0].replace(
              _variant_cmd(b, step))
              for suffix, (step, _, bases) in VARIANTS.items() for b in bases})
 TABLE1_K24_AT = {q: tuple(f"{k}-kodak24" for k in TABLE1_AT[q] if f"{k}-kodak24" in RUNS)
-                 for q in ("q4long", *K24_AT)}  # Table 1 on Kodak 24: the rows evaluated there
+                 for q in ("q4long", *MORE_AT)}  # Table 1 on Kodak 24: the rows evaluated there
 
 
 def at_q4long(key: str) -> str:

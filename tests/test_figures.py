@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nic_core import figures, registry, stats, tables, tuning
+from nic_core import figures, readme_includes, registry, stats, tables, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = {"pretrained-q4": "01_pretrain", "teacher": "02_teacher", "pkdt": "03_pkdt",
@@ -108,14 +108,14 @@ def test_readme_include_blocks_are_refreshed(tmp_path):
     (tmp_path / "t.md").write_text("| a |\n|---|\n| 2 |\n")
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- include: t.md -->\n| a |\n|---|\n| 1 |\n<!-- end -->\ny\n")
-    assert figures.refresh_includes(readme) == ["t.md"]
+    assert readme_includes.refresh_includes(readme) == ["t.md"]
     assert "| 2 |" in readme.read_text() and "| 1 |" not in readme.read_text()
     assert readme.read_text().startswith("x\n") and readme.read_text().endswith("<!-- end -->\ny\n")
-    assert figures.refresh_includes(readme) == []
+    assert readme_includes.refresh_includes(readme) == []
     # a new, empty block is filled without swallowing the text up to a later block's end
     readme.write_text("x\n<!-- include: t.md -->\n<!-- end -->\nkeep me\n"
                       "<!-- include: t.md -->\n| a |\n<!-- end -->\n")
-    assert figures.refresh_includes(readme) == ["t.md", "t.md"]
+    assert readme_includes.refresh_includes(readme) == ["t.md", "t.md"]
     assert readme.read_text() == ("x\n<!-- include: t.md -->\n| a |\n|---|\n| 2 |\n<!-- end -->\n"
                                   "keep me\n<!-- include: t.md -->\n| a |\n|---|\n| 2 |\n"
                                   "<!-- end -->\n")
@@ -396,10 +396,10 @@ def test_eps_div2k_kodak24_from_hyper_q4_long_are_the_hyper_q4_ones_moved():
     pairs = {(a, b) for _, _, a, b, _, _ in claims.CLAIMS if a}
     on_variants = [(a, b) for a, b in pairs if "q4long" not in a + b
                    and any(a.endswith(f"-{v}") for v in registry.VARIANTS)]
-    # the other codecs on all 24 Kodak crops (registry.K24_AT) have no hyper-q4-long twin
-    other = [(a, b) for a, b in on_variants if any(f"-{q}-" in b for q in registry.K24_AT)]
-    assert sorted(b for _, b in other) == sorted(f"pkdt-{q}-kodak24" for q in registry.K24_AT
-                                                 for _ in ("psnr", "bpp"))[::2]
+    # the other codecs on all 24 Kodak crops and at eps 1e-3 (registry.MORE_AT): no twin
+    other = [(a, b) for a, b in on_variants if any(f"-{q}-" in b for q in registry.MORE_AT)]
+    assert sorted(b for _, b in other) == sorted(f"pkdt-{q}-{s}" for q in registry.MORE_AT
+                                                 for s in ("kodak24", "eps1e-3"))
     on_variants = [p for p in on_variants if p not in other]
     assert len(on_variants) == 13
     assert all((registry.at_q4long(a), registry.at_q4long(b)) in pairs for a, b in on_variants)
