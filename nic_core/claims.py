@@ -130,11 +130,13 @@ CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4
                  attack) for claim, side, a, b, paper, attack in CLAIMS
                 if a is not None and all(any(k.endswith(f"-{v}") for v in VARIANTS) for k in (a, b))
                 and "q4long" not in a + b)
-# ours against the pretrained codec on all 24 Kodak crops and at eps 1e-3 at the other codecs
-# evaluated there (registry.MORE_AT; after the hyper-q4-long twins above: these have none)
+# ours against the pretrained codec on all 24 Kodak crops, at eps 1e-3 and on DIV2K at the other
+# codecs evaluated there (registry.MORE_AT; after the hyper-q4-long twins above: these have none)
+MORE_ON = (("kodak24", "(all 24 Kodak images)", "Kodak 24"), ("eps1e-3", "at eps 1e-3", "eps 1e-3"),
+           ("div2k", "on DIV2K (4 LR images)", "DIV2K"))
 CLAIMS += tuple((f"ours (PKDT) is more robust than the pretrained codec {on}, {where}", side,
                  f"{a}-{s}", f"pkdt-{q}-{s}", None, None)
-                for s, on in (("kodak24", "(all 24 Kodak images)"), ("eps1e-3", "at eps 1e-3"))
+                for s, on, _ in MORE_ON
                 for q, a, where in (("q2", "pretrained-q2", "lmbda 0.0035"),
                                     ("cheng", "cheng-q4", "Cheng"),
                                     ("q6widep256long2", "pretrained-q6widep256long2",
@@ -215,9 +217,9 @@ GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
     "lmbda 0.0483 (hyper-q6-wide-p256)": lambda m: f"{m}-q6widep256",
     "lmbda 0.0483 (hyper-q6-wide-p256-long2)": lambda m: f"{m}-q6widep256long2",
     "Cheng (cheng-q4)": lambda m: "cheng-q4" if m == "pretrained" else f"{m}-cheng",
-    # all 24 Kodak crops and eps 1e-3 at the other codecs (registry.MORE_AT: pretrained, PKDT)
+    # the other image sets and eps 1e-3 at the other codecs (registry.MORE_AT: pretrained, PKDT)
     **{f"{setting}, {on}": (lambda key, s: lambda m: f"{key(m)}-{s}")(key, s)
-       for s, on in (("kodak24", "Kodak 24"), ("eps1e-3", "eps 1e-3"))
+       for s, _, on in MORE_ON
        for setting, key in (("lmbda 0.0035 (hyper-q2)", lambda m: f"{m}-q2"),
                             ("lmbda 0.0483 (hyper-q6-wide-p256-long2)",
                              lambda m: f"{m}-q6widep256long2"),

@@ -396,10 +396,10 @@ def test_eps_div2k_kodak24_from_hyper_q4_long_are_the_hyper_q4_ones_moved():
     pairs = {(a, b) for _, _, a, b, _, _ in claims.CLAIMS if a}
     on_variants = [(a, b) for a, b in pairs if "q4long" not in a + b
                    and any(a.endswith(f"-{v}") for v in registry.VARIANTS)]
-    # the other codecs on all 24 Kodak crops and at eps 1e-3 (registry.MORE_AT): no twin
+    # the other codecs on all 24 Kodak crops, at eps 1e-3, on DIV2K (registry.MORE_AT): no twin
     other = [(a, b) for a, b in on_variants if any(f"-{q}-" in b for q in registry.MORE_AT)]
     assert sorted(b for _, b in other) == sorted(f"pkdt-{q}-{s}" for q in registry.MORE_AT
-                                                 for s in ("kodak24", "eps1e-3"))
+                                                 for s in registry.VARIANTS)
     on_variants = [p for p in on_variants if p not in other]
     assert len(on_variants) == 13
     assert all((registry.at_q4long(a), registry.at_q4long(b)) in pairs for a, b in on_variants)
