@@ -57,7 +57,27 @@ def test_an_unknown_rate_point_or_codec_stops_the_script():
         assert "unknown rate point 'q9'" in out.stderr and "q6widep256long2" in out.stderr, step
     out = dry("q9")
     assert out.returncode == 2 and "no params/cpu/01_pretrain_hyper-q9.yaml" in out.stderr
-    # a known rate point resolves to its codec, its teacher and its own pretrained params
-    out = dry("eval-k24-pkdt-q2")
-    assert "models/cpu/hyper-q2-pkdt/model.pt" in out.stdout
-    assert registry.RUNS["pkdt-q2-kodak24"][0] in out.stdout
+
+
+def test_a_rate_point_resolves_to_its_codec_its_teacher_and_its_params(tmp_path):
+    """In a copy of the script and params without results (a fresh machine's view), Stage II at
+    q2 trains from hyper-q2 with hyper-q2's lmbda and its own teacher, and its Kodak-24
+    evaluation reads the packed model and writes the registry's file."""
+    import shutil
+    for d in ("scripts", "params"):
+        shutil.copytree(ROOT / d, tmp_path / d)
+    run = [str(tmp_path / "scripts" / "reproduce_cpu.sh")]
+    env = {**os.environ, "PY": "echo"}
+    out = subprocess.run(run + ["pkdt-q2"], env={**env, "RETRAIN": "1"}, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "nic_core.runs pkdt" in ln)
+    assert "-p teacher models/cpu/hyper-q2-teacher/model.pt" in line
+    assert "-p lmbda 0.0035" in line and "-p pretrained models/cpu/hyper-q2/model.pt" in line
+    assert "-p run_dir runs/cpu/hyper-q2-pkdt" in line
+    (tmp_path / "models" / "cpu" / "hyper-q2-pkdt").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "models" / "cpu" / "hyper-q2-pkdt" / "model.pt").touch()  # trained
+    out = subprocess.run(run + ["eval-k24-pkdt-q2"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "--eval-only models/cpu/hyper-q2-pkdt/model.pt" in out.stdout
+    assert f"--out {registry.RUNS['pkdt-q2-kodak24'][0]}" in out.stdout
