@@ -36,7 +36,10 @@
 # hyper-q4-long Stage I / II models that the nested eps 1e-3 worst case needs ~1 h (four),
 # hyper-q6-wide-p256-long and -b4 ~45 min each, the former's evaluation ~20 min,
 # hyper-q6-wide-p256-long2 ~25 min, its evaluation ~20 min and Table 1 from it ~2.2 h, Table 1
-# at q1 ~1 h: about 61 core-hours, ~31 h on two cores.
+# at q1 ~1 h, pretrained against PKDT at q2, on Cheng and from hyper-q6-wide-p256-long2 on
+# Kodak 24 (~25 min each at M 96, ~32 at M 192, Cheng not measured, estimated ~75), on DIV2K
+# (5-15 min each) and at eps 1e-3 (10-13 min each, Cheng ~30), the q2 teacher on Kodak 24
+# ~25 min: about 68 core-hours, ~34 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
