@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Optional
 import pandas as pd
 
 from . import stats
-from .registry import FROM_Q4LONG, LONG, OTHER_RATES, VARIANTS, at_q4long
+from .registry import (FROM_Q4LONG, LABELS, LONG, MORE_AT, OTHER_RATES, TABLE1_AT, VARIANTS,
+                       at_q4long)
 from .tables import _damage
 
 # The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
@@ -119,6 +120,7 @@ CLAIMS += tuple((f"{claim} {where}", side, f"{a}-{q}", f"{b}-{q}", None, None)
                     ("ours is more robust than plain adversarial training", "adv", "pkdt"),
                     ("ours is more robust than Ma2023 (Fig. 1)", "ma2023", "pkdt"))
                 for side in ("psnr", "bpp"))
+
 # Table 2 and the second-seed claims again from hyper-q4-long (1.15 dB over JPEG; hyper-q4, where
 # they were first run, is 0.77): every claim whose models are all in FROM_Q4LONG or seed 0
 CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4long(b),
@@ -134,14 +136,11 @@ CLAIMS += tuple((f"{claim}, from {LONG['q4long'][0]}", side, at_q4long(a), at_q4
 # codecs evaluated there (registry.MORE_AT; after the hyper-q4-long twins above: these have none)
 MORE_ON = (("kodak24", "(all 24 Kodak images)", "Kodak 24"), ("eps1e-3", "at eps 1e-3", "eps 1e-3"),
            ("div2k", "on DIV2K (4 LR images)", "DIV2K"))
-CLAIMS += tuple((f"ours (PKDT) is more robust than the pretrained codec {on}, {where}", side,
-                 f"{a}-{s}", f"pkdt-{q}-{s}", None, None)
-                for s, on, _ in MORE_ON
-                for q, a, where in (("q2", "pretrained-q2", "lmbda 0.0035"),
-                                    ("cheng", "cheng-q4", "Cheng"),
-                                    ("q6widep256long2", "pretrained-q6widep256long2",
-                                     "from hyper-q6-wide-p256-long2"))
-                for side in ("psnr", "bpp"))
+CLAIMS += tuple((f"ours (PKDT) is more robust than the pretrained codec {on}, "
+                 f"{LABELS[f'pkdt-{q}'].removeprefix(LABELS['pkdt'] + ', ')}", side,
+                 f"{TABLE1_AT[q][0]}-{s}", f"pkdt-{q}-{s}", None, None)
+                for s, on, _ in MORE_ON for q in MORE_AT for side in ("psnr", "bpp"))
+
 
 def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: str,
             attack: Optional[str] = None) -> Optional[Dict[str, Any]]:
@@ -217,15 +216,12 @@ GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
     "lmbda 0.0483 (hyper-q6-wide-p256)": lambda m: f"{m}-q6widep256",
     "lmbda 0.0483 (hyper-q6-wide-p256-long2)": lambda m: f"{m}-q6widep256long2",
     "Cheng (cheng-q4)": lambda m: "cheng-q4" if m == "pretrained" else f"{m}-cheng",
-    # the other image sets and eps 1e-3 at the other codecs (registry.MORE_AT: pretrained, PKDT)
-    **{f"{setting}, {on}": (lambda key, s: lambda m: f"{key(m)}-{s}")(key, s)
-       for s, _, on in MORE_ON
-       for setting, key in (("lmbda 0.0035 (hyper-q2)", lambda m: f"{m}-q2"),
-                            ("lmbda 0.0483 (hyper-q6-wide-p256-long2)",
-                             lambda m: f"{m}-q6widep256long2"),
-                            ("Cheng (cheng-q4)", lambda m: "cheng-q4" if m == "pretrained"
-                             else f"{m}-cheng"))},
 }
+# the other image sets and eps 1e-3 at the other codecs (registry.MORE_AT: pretrained, PKDT):
+# each such codec's setting with the set's suffix on every key
+GRID_SETTINGS.update({f"{setting}, {on}": (lambda key, s: lambda m: f"{key(m)}-{s}")(key, s)
+                      for s, _, on in MORE_ON for setting, key in list(GRID_SETTINGS.items())
+                      if key("pkdt") in {f"pkdt-{q}" for q in MORE_AT}})
 MARK = {"confirmed at this scale": "✓", "not confirmed (interval contains 0)": "~",
         "refuted at this scale": "✗"}
 

@@ -106,8 +106,7 @@ RUNS.update(WIDE)
 # R-D curves, with hyper-q1 for the pretrained curve); hyper-q4-p256 and the q2 teacher (Stage II
 # against Stage I at a second rate point) on all 24 Kodak crops
 MORE_AT = ("q2", "cheng", "q6widep256long2")
-_PAIRS = tuple(k for q in MORE_AT for k in TABLE1_AT[q] if k.startswith(("pretrained", "cheng",
-                                                                         "pkdt")))
+_PAIRS = tuple(k for q in MORE_AT for k in (TABLE1_AT[q][0], f"pkdt-{q}"))  # pretrained, ours
 MORE_BASES = {"k24": ("pretrained-q4p256", *_PAIRS, "teacher-q2"),
               "eps": ("pretrained-q1", *_PAIRS), "div2k": _PAIRS}
 VARIANTS = {suffix: (step, what, tuple(dict.fromkeys((*bases, *TABLE1_AT["q4long"],
