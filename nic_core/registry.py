@@ -103,12 +103,13 @@ RUNS.update(WIDE)
 # and single codecs evaluated with one more budget / image set, by step
 # PKDT beside its own pretrained codec at q2, on Cheng and from hyper-q6-wide-p256-long2, on all
 # 24 Kodak crops and on DIV2K (Fig. 3's "pretrained vs ours" there) and at eps 1e-3 (Fig. 4 as
-# R-D curves, with hyper-q1 for the pretrained curve); hyper-q4-p256 and the q2 teacher (Stage II
-# against Stage I at a second rate point) on all 24 Kodak crops
+# R-D curves, with hyper-q1 for the pretrained curve); hyper-q4-p256 on all 24 Kodak crops; the
+# teachers whose weights are committed (q2, Cheng): Stage II against Stage I there too
 MORE_AT = ("q2", "cheng", "q6widep256long2")
 _PAIRS = tuple(k for q in MORE_AT for k in (TABLE1_AT[q][0], f"pkdt-{q}"))  # pretrained, ours
 MORE_BASES = {"k24": ("pretrained-q4p256", *_PAIRS, "teacher-q2"),
-              "eps": ("pretrained-q1", *_PAIRS), "div2k": _PAIRS}
+              "eps": ("pretrained-q1", *_PAIRS, "teacher-q2", "teacher-cheng"),
+              "div2k": (*_PAIRS, "teacher-q2", "teacher-cheng")}
 VARIANTS = {suffix: (step, what, tuple(dict.fromkeys((*bases, *TABLE1_AT["q4long"],
                                                       *MORE_BASES.get(step, ())))))
             for suffix, (step, what, bases) in VARIANTS.items()}

@@ -86,6 +86,7 @@ STEPS=(q4 q2 q6 q1 cheng-q4 clean-cheng-q4 teacher pkdt adv ma2023 pkdt-s1 adv-s
        eval-eps-q6widep256long2 eval-eps-pkdt-q6widep256long2
        eval-div2k-pkdt-q2 eval-div2k-cheng-q4 eval-div2k-pkdt-cheng eval-div2k-q6widep256long2
        eval-div2k-pkdt-q6widep256long2 eval-k24-teacher-q2
+       eval-eps-teacher-q2 eval-div2k-teacher-q2 eval-eps-teacher-cheng eval-div2k-teacher-cheng
        jpeg figures)
 
 is_done() { [ -f "models/cpu/$1/model.pt" ] && [ ! -f "models/cpu/$1/resume.pt" ]; }
