@@ -67,3 +67,16 @@ def test_readme_names_of_nic_core_exist():
     missing = [f"nic_core.{m}.{n}" for m, n in sorted(cited)
                if not hasattr(importlib.import_module(f"nic_core.{m}"), n)]
     assert not missing, missing
+
+
+def _slug(heading):
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_within_the_page_resolve():
+    text = (ROOT / "README.md").read_text()
+    anchors = {_slug(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(links) >= 10, "the results index links its subsections"
+    assert not sorted(set(links) - anchors), "links to headings that do not exist"
