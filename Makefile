@@ -53,7 +53,7 @@ figures: setup
 	$(PY) -m nic_core.figures --readme-only
 
 # The whole CPU reproduction (issue 9), resumable step by step: scripts/reproduce_cpu.sh
-# (about 68 core-hours on the 2-core machine; run `scripts/reproduce_cpu.sh STEP` to do a part)
+# (about 70 core-hours on the 2-core machine; run `scripts/reproduce_cpu.sh STEP` to do a part)
 reproduce-cpu: setup
 	scripts/reproduce_cpu.sh
 

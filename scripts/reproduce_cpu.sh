@@ -37,9 +37,9 @@
 # hyper-q6-wide-p256-long and -b4 ~45 min each, the former's evaluation ~20 min,
 # hyper-q6-wide-p256-long2 ~25 min, its evaluation ~20 min and Table 1 from it ~2.2 h, Table 1
 # at q1 ~1 h, pretrained against PKDT at q2, on Cheng and from hyper-q6-wide-p256-long2 on
-# Kodak 24 (~25 min each at M 96, ~32 at M 192, Cheng not measured, estimated ~75), on DIV2K
-# (5-15 min each) and at eps 1e-3 (10-13 min each, Cheng ~30), the q2 teacher on Kodak 24
-# ~25 min: about 68 core-hours, ~34 h on two cores.
+# Kodak 24 (~25 min each at M 96, ~32 at M 192, ~90 on Cheng), on DIV2K (5-15 min each) and
+# at eps 1e-3 (10-13 min each, Cheng ~30), the q2 teacher on Kodak 24 ~25 min, the q2 and Cheng
+# teachers at eps 1e-3 and on DIV2K ~1 h: about 70 core-hours, ~35 h on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
