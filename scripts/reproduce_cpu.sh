@@ -138,7 +138,10 @@ nest_eps() {
     $PY -m nic_core.runs pretrain -f "$EVAL" -p threads "$T" --eval-only "models/cpu/$name/model.pt" \
       --out "$small" --name "$name (retrained), eps 5e-4"
   fi
-  $PY -m nic_core.budgets "results/cpu/$name/metrics_p2_eps1e-3.json" "$small" --out "$out"
+  # a pair budgets refuses (clean points that differ: another model) leaves the nested file out
+  # and the run going, as for the Cheng teacher (README "Not done yet"); its grid cell stays empty
+  $PY -m nic_core.budgets "results/cpu/$name/metrics_p2_eps1e-3.json" "$small" --out "$out" \
+    || echo "== $out: not nested (see the error above); the run goes on" >&2
 }
 
 # variants_done PARAMS: every variant of a notebook-04 params file has its results_dir file
