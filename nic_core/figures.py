@@ -338,7 +338,8 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
     g = grid(found)
     (tdir / "verdict_grid.md").write_text(grid_markdown(g) + "\n")
-    written.append(tdir / "verdict_grid.md")
+    g.round(4).to_csv(tdir / "verdict_grid.csv", index=False)  # each cell's interval too
+    written += [tdir / "verdict_grid.md", tdir / "verdict_grid.csv"]
     if not g.empty:
         written += save(fig_verdicts(g), out, "fig_verdicts_cpu")
     for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root)),
