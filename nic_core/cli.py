@@ -1,6 +1,8 @@
 """One way for every ``python -m nic_core.<module>`` command to end: a user's mistake (a bad
 parameter, a missing or unreadable image, checkpoint or folder) is one ``error: ...`` line and
 exit status 1, never a traceback; Ctrl-C is status 130. ``NIC_DEBUG=1`` shows the traceback.
+A resumable evaluation stopped by SIGTERM / SIGINT (:class:`nic_core.journal.Stopped`) prints
+what it saved and exits 128 + the signal's number (143 / 130): it did not finish.
 
 Training handles SIGTERM / SIGINT itself (a checkpoint is written first, ``nic_core.trainers``);
 what reaches this wrapper has already been saved or never started.
@@ -29,9 +31,9 @@ def run(main: Callable[[Optional[Sequence[str]]], int],
     """
     try:
         return int(main(argv) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # (nic_core.journal.Stopped: a resumable evaluation's stop)
+        print(getattr(e, "message", "interrupted"), file=sys.stderr, flush=True)
+        return int(getattr(e, "status", 130))
     except USER_ERRORS as e:
         if os.environ.get("NIC_DEBUG"):
             raise

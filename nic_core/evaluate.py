@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import attacks as _attacks
 from . import cli, distributed, stats
+from .journal import Journal, stop_on_signals, tensors_sha256, weights_sha256
 from .metrics import ms_ssim, psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
 from .results import (ATTACK_KEYS, CLEAN_KEYS, REQUIRED_KEYS, REQUIRED_RESULTS, _mean, _num,
@@ -264,29 +265,53 @@ def _group_rows(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]], i
     return rows
 
 
+def _key(idx: Sequence[int]) -> str:
+    """A group's journal key: its images' indices."""
+    return ",".join(map(str, idx))
+
+
 def _evaluate_groups(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]],
                      groups: List[List[int]], specs: Mapping[str, Spec], members: Sequence[str],
                      real: bool, kw: Mapping[str, Any], adversarial, desc: str,
-                     disable: bool) -> List[Optional[Dict[str, Any]]]:
-    """Rows of the images in ``groups`` (``None`` for the others); ``model`` in eval mode
-    meanwhile, its modes given back after."""
+                     disable: bool, per_image: List[Optional[Dict[str, Any]]],
+                     journal: Optional[Journal] = None, done: int = 0) -> None:
+    """Fill ``per_image`` with the rows of the images in ``groups``; each finished group is
+    appended to ``journal`` at once. ``model`` in eval mode meanwhile, its modes given back
+    after. The progress bar counts ``done`` (iterations already journalled) and ``groups``."""
     modes = [(m, m.training) for m in model.modules()]
-    per_image: List[Optional[Dict[str, Any]]] = [None] * len(items)
-    total = sum(map(len, groups)) * kw["restarts"] * sum(v[2] for v in specs.values())
+    per_group = kw["restarts"] * sum(v[2] for v in specs.values())
+    total = done + sum(map(len, groups)) * per_group
     try:
         model.eval()
         if real:
             update_entropy_tables(model)
-        bar = tqdm(total=total, desc=desc, unit="it", disable=disable)
+        bar = tqdm(total=total, initial=done, desc=desc, unit="it", disable=disable)
         for idx in groups:
-            rows = _group_rows(model, items, idx, specs, members, real, kw, adversarial, bar)
+            adv_group = {} if adversarial is not None else None
+            rows = _group_rows(model, items, idx, specs, members, real, kw, adv_group, bar)
+            if journal is not None:
+                journal.append(_key(idx), rows, adv_group)
             for j, i in enumerate(idx):
                 per_image[i] = rows[j]
+            for key, imgs in (adv_group or {}).items():
+                adversarial.setdefault(key, {}).update(imgs)
         bar.close()
     finally:
         for m, t in modes:
             m.training = t
-    return per_image
+
+
+def _open_journal(path, fresh: bool, rank: int, name: str, model: torch.nn.Module,
+                  items: List[Tuple[str, torch.Tensor]], settings: Mapping[str, Any]) -> Journal:
+    """The evaluation's journal, read on every rank (rank 0 deletes it first when ``fresh``)."""
+    header = {"what": "evaluate_robustness", "name": name, "model": type(model).__name__,
+              "images": [n for n, _ in items], "images_sha256": tensors_sha256(items),
+              "settings": settings}
+    jr = Journal(path, header, fresh=fresh, rank=rank)
+    distributed.barrier()  # the fresh deletion is done before anyone reads
+    jr.load()
+    distributed.barrier()  # everyone has read before anyone appends
+    return jr
 
 
 def _gather(per_image: List[Optional[Dict[str, Any]]], groups: List[List[int]],
@@ -355,8 +380,8 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
                         worst_case: Sequence[str] = (), restarts: int = 1,
                         schedule: str = "cosine", keep_best: bool = True,
                         rate_tol: float = RATE_TOL, psnr_tol: float = PSNR_TOL,
-                        adversarial: Optional[Dict[str, Dict[str, torch.Tensor]]] = None
-                        ) -> Dict[str, Any]:
+                        adversarial: Optional[Dict[str, Dict[str, torch.Tensor]]] = None,
+                        journal=None, fresh: bool = False) -> Dict[str, Any]:
     """Clean and attacked rate-distortion of ``model`` on ``images`` (paper Table 1, Fig. 3).
 
     Every attack keeps its strongest iterate (``keep_best``) under a decaying step
@@ -389,6 +414,14 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
             ``quant="ste"``).
         adversarial: if a dict is given, it receives ``{spec: {image name: x_adv [3,H,W]}}``
             (e.g. for :func:`nic_core.transfer.transfer_matrix`).
+        journal: path of a journal (:mod:`nic_core.journal`, e.g. ``journal_path(out)``): each
+            finished image group is appended to it at once, and the groups already there are
+            read back instead of recomputed, so a stopped evaluation resumes by calling again
+            (per-image results equal an uninterrupted run's). While it runs, SIGTERM / SIGINT
+            raise :class:`nic_core.journal.Stopped`. A journal of other settings, weights or
+            images is refused (``ValueError``); the caller removes it
+            (:func:`nic_core.journal.remove`) once the results are saved.
+        fresh: delete an existing ``journal`` first instead of resuming it.
 
     Returns:
         The results dict described in :mod:`nic_core.results`, plus ``"findings"`` (list of str).
@@ -396,26 +429,50 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
     items = _as_images(images)
     specs, members = _merge_specs(attacks, worst_case, quant, iterations, schedule)
     _check_inputs(items, batch_size)
-    # under torchrun each rank takes every size-th group of images; rows are gathered below,
-    # so the results equal a single process's (the same groups, seeds and batches)
+    settings = {"attacks": list(specs), "worst_case": members, "eps": eps,
+                "iterations": {k: v[2] for k, v in specs.items()}, "lr": lr, "quant": quant,
+                "seed": seed, "to_uint8": to_uint8, "real": real, "n_images": len(items),
+                "batch_size": batch_size, "restarts": restarts, "schedule": schedule,
+                "keep_best": keep_best, "rate_tol": rate_tol, "psnr_tol": psnr_tol,
+                "protocol": PROTOCOL, "weights_sha256": weights_sha256(model)}
+    # under torchrun each rank takes every size-th group of images still to do; rows are
+    # gathered below, so the results equal a single process's (the same groups, seeds, batches)
     rank, size = distributed.world()
-    mine = list(_groups(items, batch_size))[rank::size]
+    groups = list(_groups(items, batch_size))
+    per_image: List[Optional[Dict[str, Any]]] = [None] * len(items)
+    jr = _open_journal(journal, fresh, rank, name, model, items, settings) if journal else None
+    if jr is not None:
+        for idx in groups:  # the groups a stopped run finished: read back, not recomputed
+            adv = jr.tensors(_key(idx)) if _key(idx) in jr and adversarial is not None else {}
+            if _key(idx) in jr and adv is not None:  # (a group saved without its images: redone)
+                for i, row in zip(idx, jr.rows(_key(idx))):
+                    per_image[i] = row
+                for key, imgs in adv.items():
+                    adversarial.setdefault(key, {}).update(imgs)
+    todo = [idx for idx in groups if per_image[idx[0]] is None]
+    mine = todo[rank::size]
     kw = dict(eps=eps, lr=lr, seed=seed, to_uint8=to_uint8, keep_best=keep_best,
               restarts=restarts, rate_tol=rate_tol, psnr_tol=psnr_tol)  # of every attack call
-    per_image = _evaluate_groups(model, items, mine, specs, members, real, kw, adversarial,
-                                 desc=f"evaluate {name}", disable=not progress or rank > 0)
+    n_done = len(items) - sum(map(len, todo))
+    if jr is not None and n_done and rank == 0:
+        print(f"resuming: {n_done} of {len(items)} images read from {jr.path}")
+    run = lambda: _evaluate_groups(  # noqa: E731
+        model, items, mine, specs, members, real, kw, adversarial, f"evaluate {name}",
+        not progress or rank > 0, per_image, jr,
+        done=n_done * restarts * sum(v[2] for v in specs.values()))
+    if jr is None:
+        run()
+    else:
+        saved = lambda: (f"stopped: {sum(r is not None for r in per_image)} of {len(items)} "  # noqa: E731
+                         f"images saved in {jr.path}; rerun the same command to resume")
+        with stop_on_signals(saved):
+            run()
     if size > 1:
         _gather(per_image, mine, adversarial)
     blocks = _attack_blocks(per_image, specs, members, eps, lr)
     findings = _findings(per_image, specs, members)
     if findings and progress:
         print(f"{name}: {len(findings)} finding(s):\n  " + "\n  ".join(findings))
-    settings = {"attacks": list(specs), "worst_case": members, "eps": eps,
-                "iterations": {k: v[2] for k, v in specs.items()}, "lr": lr, "quant": quant,
-                "seed": seed, "to_uint8": to_uint8, "real": real, "n_images": len(items),
-                "batch_size": batch_size, "restarts": restarts, "schedule": schedule,
-                "keep_best": keep_best, "rate_tol": rate_tol, "psnr_tol": psnr_tol,
-                "protocol": PROTOCOL}
     return _results(name, description, dataset, config, settings, per_image, blocks, findings)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import yaml
 
-from . import checkpoints, cli, config, data, defenses, distributed, evaluate
+from . import checkpoints, cli, config, data, defenses, distributed, evaluate, journal
 from .models import build_model, split_hyper, widen_hyper
 from .trainers import make_objective, resolve_device, seed_everything, train
 
@@ -165,11 +165,16 @@ def test_images(cfg: Dict[str, Any]):
 
 
 def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str] = None,
-                 out: Optional[Path] = None, adversarial: Optional[Path] = None) -> Dict[str, Any]:
+                 out: Optional[Path] = None, adversarial: Optional[Path] = None,
+                 resumable: bool = False, fresh: bool = False) -> Dict[str, Any]:
     """Clean + ``eval_attacks`` (+ ``eval_worst_case``) evaluation written to ``out`` (default
     ``<run_dir>/metrics.json``). ``name`` defaults to :func:`run_name`. ``adversarial``: also
     save the attacked images there (``{spec: {image: [3,H,W] float}}``, for transfer attacks).
+    ``resumable``: journal each finished image group in ``out.journal`` (resumed by calling
+    again, removed once ``out`` is written; ``fresh`` deletes an old one first,
+    :mod:`nic_core.journal`).
     """
+    out = Path(out or Path(cfg["run_dir"]) / "metrics.json")
     images, desc = test_images(cfg)
     if cfg["eval_defence"]:
         model = defenses.wrap(model, cfg["eval_defence"])
@@ -185,12 +190,15 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str
         schedule=cfg["attack_schedule"], name=name or run_name(cfg),
         description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
         progress=cfg["progress"], batch_size=cfg["eval_batch"],
-        adversarial=adv if adversarial else None)
+        adversarial=adv if adversarial else None,
+        journal=journal.journal_path(out) if resumable else None, fresh=fresh)
     if distributed.is_main():  # every rank evaluated its shard and holds the gathered rows
-        evaluate.save_results(results, out or Path(cfg["run_dir"]) / "metrics.json")
+        evaluate.save_results(results, out)
         if adversarial:
             checkpoints.atomic_torch_save(adv, adversarial)
     distributed.barrier()
+    if resumable and distributed.is_main():
+        journal.remove(journal.journal_path(out))
     return results
 
 
@@ -233,7 +241,9 @@ def main(argv=None) -> int:
     ``--eval-only CHECKPOINT``: no training; evaluate that checkpoint with the parameters' eval
     settings (e.g. ``-p eval_set div2k-valid -p attack_iterations 500``) into ``--out``
     (default: ``metrics_<eval_set>.json`` beside the checkpoint), named ``--name``, else after the
-    checkpoint's run (:func:`run_name`).
+    checkpoint's run (:func:`run_name`). Resumable: each finished image group is journalled
+    in ``OUT.journal``; after SIGTERM / SIGINT / kill -9 the same command goes on from there
+    (``--fresh`` starts afresh).
     """
     ap = argparse.ArgumentParser(description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,6 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--name", help="with --eval-only: the model's name (default: the run's)")
     ap.add_argument("--adversarial", help="with --eval-only: also save the attacked images "
                     "(a .pt file) for python -m nic_core.evaluate transfer")
+    ap.add_argument("--fresh", action="store_true", help="with --eval-only: delete the journal "
+                    "of a stopped evaluation (OUT.journal) instead of resuming it")
     args = ap.parse_args(argv)
     cfg = config.validate(args.stage, config.cli_params(args.params, args.p))
     try:
@@ -263,7 +275,8 @@ def _main(args, cfg: Dict[str, Any]) -> int:
         run_cfg = {**ckpt.get("config", {}), "stage": ckpt.get("stage") or args.stage}
         out = Path(args.out or run_dir / f"metrics_{cfg['eval_set']}.json")
         evaluate_run(model, {**cfg, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
-                     name=args.name or run_name(run_cfg), out=out, adversarial=args.adversarial)
+                     name=args.name or run_name(run_cfg), out=out, adversarial=args.adversarial,
+                     resumable=True, fresh=args.fresh)
         if distributed.is_main():
             print(f"saved {out}")
         return 0

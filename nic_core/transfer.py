@@ -10,6 +10,7 @@ same plain JSON (:mod:`nic_core.results`); :func:`main` is the CLI
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from . import attacks as _attacks
 from . import stats
 from .evaluate import Images, _as_images, _measure, evaluate_robustness
+from .journal import Journal, journal_path, remove, stop_on_signals, tensors_sha256, weights_sha256
 from .metrics import update_entropy_tables
 from .results import _mean, _plain, save_results
 
@@ -32,7 +34,7 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
                     eps: float = 5e-4, iterations: int = 100, quant: str = "ste", seed: int = 0,
                     adversarial: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
                     progress: bool = True, tol_db: float = 0.1, tol_rate: float = 0.01,
-                    **attack_kw) -> Dict[str, Any]:
+                    journal=None, fresh: bool = False, **attack_kw) -> Dict[str, Any]:
     """Transfer attacks: images attacked on each source model, coded by every target model.
 
     Entry ``[s][t]`` is the mean change (real bitstreams) of target ``t`` under the attack
@@ -49,6 +51,10 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
         adversarial: optional precomputed ``{source name: {image name: x_adv}}`` (e.g. filled
             by :func:`nic_core.evaluate.evaluate_robustness` with the same spec); missing
             sources are attacked.
+        journal, fresh: a journal path (:mod:`nic_core.journal`): each image attacked on a
+            source is journalled at once and read back when called again (a stopped run
+            resumes; SIGTERM / SIGINT raise :class:`nic_core.journal.Stopped`); ``fresh``
+            deletes an old one first. The caller removes it once the results are saved.
         attack_kw: further arguments of :func:`nic_core.attacks.attack` (restarts, ...).
 
     Returns:
@@ -62,11 +68,22 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
     names = list(models)
     if not names:
         raise ValueError("transfer_matrix needs at least one model")
+    jr = None
+    if journal:
+        header = {"what": "transfer_matrix", "attack": attack, "kind": kind, "eps": eps,
+                  "iterations": it, "quant": q, "seed": seed, "attack_kw": attack_kw,
+                  "models": {n: weights_sha256(m) for n, m in models.items()},
+                  "images": [n for n, _ in items], "images_sha256": tensors_sha256(items)}
+        jr = Journal(journal, header, fresh=fresh).load()
     bar = tqdm(total=len(names) * len(items), desc=f"transfer {attack}", disable=not progress)
-    adv_by_source = {src: _source_adversarial(models[src], src, items, adversarial, bar, kind,
-                                              eps=eps, iterations=it, quant=q, seed=seed,
-                                              **attack_kw)
-                     for src in names}
+    stop = (stop_on_signals(lambda: f"stopped: {len(jr)} attacked images saved in {jr.path}; "
+                            "rerun the same command to resume")
+            if jr is not None else contextlib.nullcontext())
+    with stop:
+        adv_by_source = {src: _source_adversarial(models[src], src, items, adversarial, bar,
+                                                  kind, jr, eps=eps, iterations=it, quant=q,
+                                                  seed=seed, **attack_kw)
+                         for src in names}
     bar.close()
     per: PerImage = {}
     clean_bpp: Dict[str, float] = {}
@@ -86,8 +103,10 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
 
 def _source_adversarial(model: torch.nn.Module, src: str, items: Items,
                         adversarial: Optional[Mapping[str, Mapping[str, torch.Tensor]]], bar,
-                        kind: str, **attack_kw) -> Dict[str, torch.Tensor]:
-    """``{image name: x_adv}`` crafted on source ``src``: the given ones, else attacked here."""
+                        kind: str, jr: Optional[Journal] = None,
+                        **attack_kw) -> Dict[str, torch.Tensor]:
+    """``{image name: x_adv}`` crafted on source ``src``: the given ones, else attacked here
+    (each image journalled in ``jr`` at once; those already there read back)."""
     given = (adversarial or {}).get(src)
     if given is not None:
         missing = [n for n, _ in items if n not in given]
@@ -98,8 +117,16 @@ def _source_adversarial(model: torch.nn.Module, src: str, items: Items,
         dev = next(model.parameters()).device
         out = {}
         for n, t in items:
-            res = _attacks.attack(model, t[None].to(dev), kind, **attack_kw)
-            out[n] = res["x_adv"][0].detach().cpu()
+            key = f"{src}\t{n}"
+            saved = jr.tensors(key) if jr is not None and key in jr else None
+            if saved is None:
+                res = _attacks.attack(model, t[None].to(dev), kind, **attack_kw)
+                saved = {"x_adv": res["x_adv"][0].detach().cpu()}
+                if jr is not None:
+                    jr.append(key, None, saved)
+            out[n] = saved["x_adv"]
+            bar.update(1)
+        return out
     bar.update(len(items))
     return out
 
@@ -227,6 +254,8 @@ def main(argv=None) -> int:
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--out", required=True, help="results JSON")
     ap.add_argument("--plot", help="also save a figure (PNG)")
+    ap.add_argument("--fresh", action="store_true", help="delete the journal of a stopped run "
+                    "(OUT.journal, OUT.NAME.journal) instead of resuming it")
     args = ap.parse_args(argv)
     cfg = config.validate("pretrain", config.cli_params(args.params, args.p))
     device = runs.setup(cfg)
@@ -246,7 +275,8 @@ def main(argv=None) -> int:
                 raise SystemExit(f"{n}'s adversarial file has no {spec_key!r} (has {list(a)})")
         res = transfer_matrix(models, images, args.attack, iterations=cfg["attack_iterations"],
                               adversarial=given, progress=cfg["progress"],
-                              schedule=cfg["attack_schedule"], lr=cfg["attack_lr"], **kw)
+                              schedule=cfg["attack_schedule"], lr=cfg["attack_lr"],
+                              journal=journal_path(args.out), fresh=args.fresh, **kw)
         res["dataset"] = desc
         fig = viz.plot_transfer(res) if args.plot else None
     else:
@@ -254,10 +284,13 @@ def main(argv=None) -> int:
         res = {"dataset": desc, "sweeps": [
             {**saturation(m, images, args.attack, counts, name=n, progress=cfg["progress"],
                           schedule=cfg["attack_schedule"], lr=cfg["attack_lr"],
-                          batch_size=cfg["eval_batch"], **kw), "name": n}
+                          batch_size=cfg["eval_batch"], journal=journal_path(args.out, n),
+                          fresh=args.fresh, **kw), "name": n}
             for n, m in models.items()]}
         fig = viz.plot_saturation(res["sweeps"]) if args.plot else None
     save_results(res, args.out)
+    for j in [journal_path(args.out)] + [journal_path(args.out, n) for n in models]:
+        remove(j)  # the results are saved: the journals of the work are done with
     print(f"saved {args.out}")
     if fig is not None:
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
