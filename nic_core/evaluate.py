@@ -463,8 +463,9 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
     if jr is None:
         run()
     else:
-        saved = lambda: (f"stopped: {sum(r is not None for r in per_image)} of {len(items)} "  # noqa: E731
-                         f"images saved in {jr.path}; rerun the same command to resume")
+        saved = lambda: (f"stopped: {sum(len(k.split(',')) for k in jr.records)} of "  # noqa: E731
+                         f"{len(items)} images saved in {jr.path}; rerun the same command "
+                         "to resume")
         with stop_on_signals(saved):
             run()
     if size > 1:

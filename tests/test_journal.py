@@ -1,10 +1,10 @@
 """Resumable evaluation (nic_core.journal): a stopped evaluation never does an image group twice.
 
 The command-line tests stop a real ``python -m nic_core.runs --eval-only`` (the smoke codec, 3
-crops of 64, a few iterations) after its first image group with SIGTERM and with kill -9, then
-rerun it: every per-image value equals an uninterrupted run's. A changed setting and changed
-weights are each refused with an ``error:`` line naming what differs; a torn journal line is
-survived.
+crops of 64, a few iterations) after its first image group with SIGTERM, and under torchrun
+with kill -9, then rerun it: every per-image value equals an uninterrupted run's. A changed
+setting (command) and changed weights (in process) are each refused naming what differs; a torn
+journal line is survived.
 """
 import json
 import os
@@ -106,11 +106,16 @@ def test_resumed_evaluation_equals_uninterrupted(smoke_model, kodak_small, tmp_p
         for n in adv_full[key]:
             assert torch.equal(adv_b[key][n], adv_full[key][n]), (key, n)
     assert full["config"]["evaluation"]["weights_sha256"] == weights_sha256(smoke_model)
+    # other weights (one moved by 1e-3): refused, never mixed into the same results
+    with torch.no_grad():
+        smoke_model.g_a[0].weight.view(-1)[0] += 1e-3
+    with pytest.raises(ValueError, match=r"settings\.weights_sha256: was '[0-9a-f]{8}"):
+        evaluate_robustness(smoke_model, imgs, journal=path, **kw)
 
 
 # ---- the command, stopped by signals -----------------------------------------------------
 
-ARGS = ["-p", "eval_limit", "3", "-p", "eval_crop", "64", "-p", "attack_iterations", "25",
+ARGS = ["-p", "eval_limit", "3", "-p", "eval_crop", "64", "-p", "attack_iterations", "80",
         "-p", "eval_attacks", "psnr,bpp", "-p", "eval_worst_case", "psnr,noise",
         "-p", "threads", "1", "-p", "progress", "false"]
 
@@ -168,17 +173,6 @@ def test_sigterm_stops_cleanly_refuses_a_changed_run_and_resumes(smoke_run_dir, 
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert res.returncode == 1 and len(errors) == 1, res.stderr[-2000:]
     assert "settings.eps: was 0.0005, now 0.001" in errors[0] and "--fresh" in errors[0]
-    # changed weights (the same architecture, one weight moved): refused, named
-    ck = checkpoints.load_checkpoint(ckpt)
-    sd = dict(ck["state_dict"])
-    k = next(k for k in sd if k.startswith("g_a") and k.endswith("weight"))
-    sd[k] = sd[k] + 1e-3
-    other = tmp_path / "other" / "checkpoint.pt"
-    other.parent.mkdir()
-    torch.save({**ck, "state_dict": sd}, other)
-    res = _run(_cmd(other, out))
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
-    assert res.returncode == 1 and "settings.weights_sha256: was" in errors[0], res.stderr[-2000:]
     assert jpath.read_text() == kept and not out.exists()
 
     # the same command resumes: one group read back, the results those of an uninterrupted run
@@ -189,21 +183,58 @@ def test_sigterm_stops_cleanly_refuses_a_changed_run_and_resumes(smoke_run_dir, 
     assert not jpath.exists()
 
 
-def test_kill_9_and_a_torn_line_resume_from_the_last_complete_group(smoke_run_dir,
-                                                                    uninterrupted, tmp_path):
+def test_fresh_starts_over_another_evaluations_journal(smoke_run_dir, tmp_path):
+    out = tmp_path / "m.json"
+    jpath = journal.journal_path(out)
+    jpath.write_text(json.dumps({"journal": 1, "header": {"settings": {"eps": 1}}}) + "\n")
+    res = _run(_cmd(smoke_run_dir / "checkpoint.pt", out, "-p", "attack_iterations", "2",
+                    "--fresh"))
+    assert res.returncode == 0 and "resuming" not in res.stdout, res.stderr[-2000:]
+    assert json.loads(out.read_text())["attacks"]["psnr"]["iterations"] == 2
+    assert not jpath.exists()
+
+
+def _kill_all_with(arg: str) -> None:
+    """kill -9 every process whose command line holds ``arg`` (a job and all its workers)."""
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and arg.encode() in (d / "cmdline").read_bytes():
+                os.kill(int(d.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def test_each_rank_journals_its_shard_and_a_resume_may_change_the_process_count(
+        smoke_run_dir, uninterrupted, tmp_path):
+    """Under torchrun with 2 processes each rank journals its own file; the job killed (-9,
+    all of it) once rank 1 saved its group, a torn line added, resumes on 1 process from every
+    complete group of both ranks and gives the uninterrupted results."""
+    from tests.test_distributed import _free_port
     ckpt = smoke_run_dir / "checkpoint.pt"
     out = tmp_path / "m.json"
     jpath = journal.journal_path(out)
-    res = _stop_after_first_group(_cmd(ckpt, out), jpath, signal.SIGKILL)
-    assert res.returncode == -signal.SIGKILL
-    with open(jpath, "ab") as f:  # as if killed while writing the second record
-        f.write(b'{"key": "1", "rows": [{"name": "kod')
+    rank1 = jpath.with_name(jpath.name + ".rank1")
+    torchrun = lambda: [sys.executable, "-m", "torch.distributed.run",  # noqa: E731
+                        "--nproc_per_node=2", f"--master_port={_free_port()}",
+                        *_cmd(ckpt, out)[1:]]
+    p = subprocess.Popen(torchrun(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=ENV)
+    lines = lambda f: len(f.read_text().splitlines()) if f.is_file() else 0  # noqa: E731
+    t0 = time.time()
+    while time.time() - t0 < 300 and p.poll() is None:
+        if lines(rank1) >= 2:  # rank 1 saved its group (1); rank 0 has groups 0 and 2
+            _kill_all_with(str(out))  # the workers too (torchrun starts them in own sessions)
+            break
+        time.sleep(0.02)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL, err[-3000:]
+    saved = max(0, lines(jpath) - 1) + lines(rank1) - 1
+    assert lines(rank1) == 2 and saved in (1, 2) and not out.exists()
+    with open(rank1, "ab") as f:  # as if killed while writing a record: a torn last line
+        f.write(b'{"key": "2", "rows": [{"name": "kod')
     res = _run(_cmd(ckpt, out))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming: 1 of 3 images" in res.stdout, res.stdout[-2000:]
+    assert res.returncode == 0 and f"resuming: {saved} of 3 images" in res.stdout, \
+        res.stderr[-2000:]
     assert _strip(json.loads(out.read_text())) == _strip(uninterrupted)
-    # --fresh starts afresh over another evaluation's journal: nothing read back or refused
-    jpath.write_text(json.dumps({"journal": 1, "header": {"settings": {"eps": 1}}}) + "\n")
-    res = _run(_cmd(ckpt, out, "-p", "attack_iterations", "2", "--fresh"))
-    assert res.returncode == 0 and "resuming" not in res.stdout, res.stderr[-2000:]
-    assert json.loads(out.read_text())["attacks"]["psnr"]["iterations"] == 2
+    assert not jpath.exists() and not rank1.exists()
+
