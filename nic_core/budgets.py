@@ -28,7 +28,7 @@ import sys
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from . import cli
-from .evaluate import summarise
+from .worst_case import summarise
 from .results import load_results, save_results
 
 __all__ = ["nest", "main"]

@@ -29,11 +29,13 @@ from tqdm.auto import tqdm
 
 from . import attacks as _attacks
 from . import cli, distributed, stats
+from . import worst_case as _wc
 from .journal import Journal, stop_on_signals, tensors_sha256, weights_sha256
 from .metrics import ms_ssim, psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
 from .results import (ATTACK_KEYS, CLEAN_KEYS, REQUIRED_KEYS, REQUIRED_RESULTS, _mean, _num,
                       _plain, load_results, save_results)
+
 
 __all__ = ["evaluate_robustness", "parse_attacks", "save_results", "load_results", "CLEAN_KEYS",
            "ATTACK_KEYS", "REQUIRED_KEYS", "REQUIRED_RESULTS"]  # the format's from .results
@@ -128,52 +130,6 @@ def parse_attacks(specs: Sequence[str], quant: str = "ste",
     return out
 
 
-def _held(kind: str, att: Mapping[str, Any], clean: Mapping[str, Any], rate_tol: float,
-          psnr_tol: float) -> bool:
-    """Did this attacked result hold the other quantity (real bitstream rate, PSNR)?"""
-    side = _attacks.side(kind)
-    if side == "psnr" and clean["bpp"]:
-        return abs(att["bpp"] / clean["bpp"] - 1) <= rate_tol
-    if side == "bpp" and att["psnr-rgb"] is not None and clean["psnr-rgb"] is not None:
-        return clean["psnr-rgb"] - att["psnr-rgb"] <= psnr_tol
-    return True
-
-
-def _worst(row: Dict[str, Any], members: Sequence[str], kinds: Mapping[str, str],
-           which: str) -> Optional[Dict[str, Any]]:
-    """The worst member result of one image: lowest PSNR (``psnr``) or highest rate (``bpp``)
-    among those that held the other quantity (all of them when none did); random noise counts on
-    both sides (a gradient attack weaker than noise is a finding)."""
-    cands = [m for m in members if _attacks.side(kinds[m]) in (which, None)]
-    if not cands:
-        return None
-    held = [m for m in cands if row["attacks"][m]["held"]] or cands
-    key = (lambda m: row["attacks"][m]["psnr-rgb"]) if which == "psnr" else \
-        (lambda m: -row["attacks"][m]["bpp"])
-    win = min(held, key=key)
-    return {**row["attacks"][win], "winner": win}
-
-
-def _findings(per_image, specs, members) -> List[str]:
-    """What a reviewer must see: unused budget, results that did not hold, noise beating the
-    gradient attacks (a sign of gradient masking)."""
-    notes = []
-    for row in per_image:
-        for key, (kind, *_) in specs.items():
-            a = row["attacks"][key]
-            if kind in ("psnr", "bpp", "pgd-l2-psnr", "pgd-l2-bpp") and a["budget-use"] < 0.95:
-                notes.append(f"{row['name']}: {key} used only {a['budget-use']:.0%} of the budget")
-            if not a["held"]:
-                notes.append(f"{row['name']}: {key} did not hold the "
-                             f"{'rate' if _attacks.side(kind) == 'psnr' else 'PSNR'}")
-        for which in ("psnr", "bpp"):
-            w = row["attacks"].get(f"worst-{which}")
-            if w is not None and specs[w["winner"]][0] == "noise":
-                notes.append(f"{row['name']}: random noise beat every gradient attack on "
-                             f"{which} (gradient masking?)")
-    return notes
-
-
 def _merge_specs(attacks: Sequence[str], worst_case: Sequence[str], quant: str,
                  iterations: Union[int, Mapping[str, int]], schedule: str
                  ) -> Tuple[Dict[str, Spec], List[str]]:
@@ -223,21 +179,10 @@ def _add_attack_rows(rows: List[Dict[str, Any]], keys: List[str], specs: Mapping
         for j, row in enumerate(rows):
             b = s * n + j
             r = _attack_row(att, adv, b, row, kw["eps"], adv["seconds"] / (n * len(keys)))
-            r["held"] = _held(specs[key][0], r, row, kw["rate_tol"], kw["psnr_tol"])
+            r["held"] = _wc.held(specs[key][0], r, row, kw["rate_tol"], kw["psnr_tol"])
             row["attacks"][key] = r
             if adversarial is not None:
                 adversarial.setdefault(key, {})[row["name"]] = adv["x_adv"][b].detach().cpu()
-
-
-def _add_worst(rows: List[Dict[str, Any]], members: Sequence[str],
-               specs: Mapping[str, Spec]) -> None:
-    """Each row's ``worst-psnr`` / ``worst-bpp`` over the ensemble ``members`` (if any)."""
-    kinds = {k: v[0] for k, v in specs.items()}
-    for row in rows:
-        for which in ("psnr", "bpp"):
-            w = _worst(row, members, kinds, which) if members else None
-            if w is not None:
-                row["attacks"][f"worst-{which}"] = w
 
 
 def _group_rows(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]], idx: List[int],
@@ -261,7 +206,7 @@ def _group_rows(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]], i
         att = _measure(model, x.repeat(len(keys), 1, 1, 1), adv["x_adv"], real)
         _add_attack_rows(rows, keys, specs, adv, att, kw, adversarial)
         bar.update(n * kw["restarts"] * sum(specs[k][2] for k in keys))
-    _add_worst(rows, members, specs)
+    _wc.add_worst(rows, members, specs)
     return rows
 
 
@@ -324,32 +269,6 @@ def _gather(per_image: List[Optional[Dict[str, Any]]], groups: List[List[int]],
         for part in distributed.gather(dict(adversarial)):
             for key, imgs in part.items():
                 adversarial.setdefault(key, {}).update(imgs)
-
-
-def _attack_blocks(per_image: List[Dict[str, Any]], specs: Mapping[str, Spec],
-                   members: List[str], eps: float, lr: Optional[float]) -> Dict[str, Any]:
-    """The ``"attacks"`` summary: settings, means, standard errors and held count per attack,
-    and the worst-case rows with how often each member won."""
-    blocks = {key: {"eps": _num(eps), "iterations": it, "lr": _num(lr), "quant": q,
-                    "kind": kind, "schedule": sch} for key, (kind, q, it, sch) in specs.items()}
-    for which in ("psnr", "bpp"):
-        wk = f"worst-{which}"
-        if members and all(wk in r["attacks"] for r in per_image):
-            wins = {m: sum(r["attacks"][wk]["winner"] == m for r in per_image) for m in members}
-            blocks[wk] = {"eps": _num(eps), "members": members, "wins": wins, "quant": "worst",
-                          "iterations": max(specs[m][2] for m in members), "lr": _num(lr)}
-    for key, block in blocks.items():
-        block.update(summarise([r["attacks"][key] for r in per_image]))
-    return blocks
-
-
-def summarise(vals: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
-    """An attack block's ``results`` (means), ``stderr`` and ``held`` count over the images'
-    attacked rows ``vals`` (one per image)."""
-    return {"results": {k: [_mean(v[k] for v in vals)] for k in ATTACK_KEYS},
-            "stderr": {k: stats.mean_se([v[k] for v in vals])["se"]
-                       for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")},
-            "held": sum(bool(v["held"]) for v in vals)}
 
 
 def _results(name, description, dataset, config: Optional[Mapping[str, Any]],
@@ -470,8 +389,8 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
             run()
     if size > 1:
         _gather(per_image, mine, adversarial)
-    blocks = _attack_blocks(per_image, specs, members, eps, lr)
-    findings = _findings(per_image, specs, members)
+    blocks = _wc.attack_blocks(per_image, specs, members, eps, lr)
+    findings = _wc.findings(per_image, specs, members)
     if findings and progress:
         print(f"{name}: {len(findings)} finding(s):\n  " + "\n  ".join(findings))
     return _results(name, description, dataset, config, settings, per_image, blocks, findings)

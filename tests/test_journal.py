@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nic_core import checkpoints, journal
+from nic_core import journal
 from nic_core.evaluate import evaluate_robustness
 from nic_core.journal import Journal, weights_sha256
 
