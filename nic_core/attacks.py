@@ -22,8 +22,14 @@ Attack kinds (:data:`ATTACKS`):
   reference code, the over-budget branch only shrinks the noise.
 * ``"pgd-psnr"``, ``"pgd-bpp"``  I-FGSM / PGD in L-inf (Kurakin 2016, Madry 2017; random start)
   on the in-budget objective of eq. 6 / eq. 7, radius ``min(sqrt(eps), linf)``; an L-inf ball
-  of radius ``sqrt(eps)`` lies inside the MSE budget, so every step is feasible.
+  of radius ``sqrt(eps)`` lies inside the MSE budget, so every step is feasible. The step is
+  ``2.5 * radius / iterations`` divided by the schedule's mean factor (cosine: 0.5), so the
+  steps add up to 2.5 radii under any schedule.
 * ``"pgd-l2-psnr"``, ``"pgd-l2-bpp"``  PGD in L2, projected on the MSE ball each step.
+* ``"apgd-psnr"``, ``"apgd-bpp"``  APGD (Croce & Hein 2020), step-size free: normalised L2
+  steps on the MSE ball with momentum, the step halved (restarting from the best point) at
+  fixed fractions of the budget when progress stalls; the held quantity as a penalty
+  (:mod:`nic_core.attack_apgd`). ``lr``, ``pgd_step`` and ``schedule`` do not apply.
 * ``"fgsm-psnr"``, ``"fgsm-bpp"``  one signed step of size ``sqrt(eps)`` (Goodfellow 2015).
 * ``"noise"``  Gaussian noise scaled so that the clamped noise has MSE ``eps`` (a sanity floor).
 

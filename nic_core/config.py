@@ -425,13 +425,16 @@ def attack_list(spec: str) -> Tuple[str, ...]:
 # Worst-case ensembles (eval_worst_case). Quality side: eq. 6 through both gradient paths and
 # with a constant step, PGD in L2 and L-inf, Chen & Ma; rate side: eq. 7 and PGD-L2 through
 # both paths; random noise on
-# both (a gradient attack weaker than noise is a finding). "cpu" is the affordable subset used
-# for the 2-core reproduction (README).
+# both (a gradient attack weaker than noise is a finding); APGD (step-size free) through both
+# paths. "cpu" is the affordable subset behind the committed 2-core reproduction (README);
+# "cpu-apgd" adds APGD to it (issue 32: the next re-evaluation's ensemble).
 ENSEMBLES = {
     "standard": "psnr,psnr/constant,psnr@noise,pgd-l2-psnr,pgd-l2-psnr@noise,pgd-psnr,ma2023,"
-                "ma2023@noise,"
-                "bpp,bpp@noise,pgd-l2-bpp,pgd-l2-bpp@noise,noise",
+                "ma2023@noise,apgd-psnr,apgd-psnr@noise,"
+                "bpp,bpp@noise,pgd-l2-bpp,pgd-l2-bpp@noise,apgd-bpp,apgd-bpp@noise,noise",
     "cpu": "psnr,psnr/constant,psnr@noise,ma2023@noise,bpp,bpp@noise,noise",
+    "cpu-apgd": "psnr,psnr/constant,psnr@noise,ma2023@noise,apgd-psnr,apgd-psnr@noise,"
+                "bpp,bpp@noise,apgd-bpp,apgd-bpp@noise,noise",
 }
 ENSEMBLE_NAMES = tuple(ENSEMBLES)
 
