@@ -1,7 +1,7 @@
 """APGD beside the protocol's eq. 6 / eq. 7 attacks on the committed hyper-q4 (issue 32, a first
 look): 2 Kodak crops of 256, 100 iterations, real bitstreams, one thread (~4 minutes).
 
-    python scripts/apgd_first_look.py   # -> results/cpu/apgd_first_look.json (and prints it)
+    python scripts/apgd_first_look.py   # -> results/cpu/apgd_first_look.json and .md
 """
 import json
 import os
@@ -21,8 +21,21 @@ res = evaluate_robustness(model, images, attacks=("psnr", "psnr/constant", "apgd
                           iterations=100, progress=False, name="hyper-q4",
                           dataset=desc + ", first 2, centre 256x256 crops")
 save_results(res, "results/cpu/apgd_first_look.json")
-for row in res["per_image"]:
-    print(row["name"], {k: (round(a["delta-psnr"], 2), f"{100 * a['delta-bpp'] / row['bpp']:+.1f} %",
-                            "held" if a["held"] else "NOT held")
-                        for k, a in row["attacks"].items()})
+
+
+def table(res) -> str:
+    """Per crop and attack: dB and rate change (the README's include block)."""
+    keys = list(res["attacks"])
+    lines = ["| crop | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for row in res["per_image"]:
+        lines.append(f"| {row['name']} | " + " | ".join(
+            f"{a['delta-psnr']:+.2f} dB, {100 * a['delta-bpp'] / row['bpp']:+.1f} %"
+            + ("" if a["held"] else " (not held)")
+            for a in (row["attacks"][k] for k in keys)) + " |")
+    return "\n".join(lines)
+
+
+text = table(res)
+open("results/cpu/apgd_first_look.md", "w").write(text + "\n")
+print(text)
 sys.exit(0)
