@@ -2,7 +2,8 @@
 # Issue 32, item 2 (first part): attack strength against iterations on the strong codecs, the
 # APGD attack beside the protocol's psnr / bpp attacks (constant step: the committed 1000-
 # iteration reference), 4 Kodak crops of 256, one thread. Resumable: each command journals its
-# finished images (rerun this script after a stop; finished files are skipped).
+# finished images (rerun this script after a stop; finished files are skipped). A sweep stopped
+# mid-way leaves OUT.NAME.journal: commit it to go on from there on another machine.
 #   scripts/saturation_apgd.sh [MODEL ...]    (default: hyper-q4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
