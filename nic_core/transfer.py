@@ -197,7 +197,8 @@ def saturation(model: torch.nn.Module, images: Images, attack: str = "psnr",
                               **kw)
     keys = list(res["attacks"])
     rows = [{"iterations": n, **{k: res["attacks"][key]["results"][k][0]
-                                 for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")}}
+                                 for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")},
+             "held": res["attacks"][key]["held"]}  # images that held the other quantity
             for n, key in zip(counts, keys)]
     sat = _saturated_at(rows, _attacks.side(kind), tol_db, tol_rate)
     return {"name": res["name"], "attack": attack, "eps": eps, "rows": rows,

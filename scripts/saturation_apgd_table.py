@@ -47,8 +47,11 @@ def table(sweeps) -> str:
             row = {r["iterations"]: (r["delta-psnr"] if s == "psnr"
                                      else 100 * r["delta-bpp"] / bpp0) for r in sw["rows"]}
             val[sw["attack"]] = row
+            held = {r["iterations"]: r.get("held") for r in sw["rows"]}
+            n = sw["n_images"]
             lines.append(f"| {sw['attack']} | " + " | ".join(
-                f"{row[c]:+.2f}" if c in row else "" for c in counts) + " |")
+                (f"{row[c]:+.2f}" + ("" if held[c] in (None, n) else f" ({held[c]}/{n} held)"))
+                if c in row else "" for c in counts) + " |")
         apgd = next((a for a in val if a.startswith("apgd")), None)
         if apgd and 100 in val[apgd] and 1000 in counts:
             at_1000 = [v[1000] for v in val.values() if 1000 in v]

@@ -360,6 +360,7 @@ def test_saturation_sweep(smoke, images):
     from nic_core import transfer
     sw = transfer.saturation(smoke, images[:1], "psnr", iterations=(4, 2, 8), progress=False)
     assert [row["iterations"] for row in sw["rows"]] == [2, 4, 8]
+    assert all(0 <= row["held"] <= 1 for row in sw["rows"])
     assert sw["saturated_at"] in (None, 2, 4)
     rows = [{"iterations": n, "psnr-rgb": p, "bpp": 1.0} for n, p in
             [(50, 20.0), (100, 19.5), (200, 19.45), (400, 19.41)]]
