@@ -41,8 +41,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-__all__ = ["save_results", "load_results", "CLEAN_KEYS", "ATTACK_KEYS", "REQUIRED_KEYS",
-           "REQUIRED_RESULTS"]
+__all__ = ["save_results", "load_results", "without_timings", "CLEAN_KEYS", "ATTACK_KEYS",
+           "REQUIRED_KEYS", "REQUIRED_RESULTS"]
 
 CLEAN_KEYS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-est", "bpp_main-est", "encoding_time",
               "decoding_time")
@@ -131,3 +131,17 @@ def load_results(path) -> Dict[str, Any]:
         if not isinstance(block, dict) or not isinstance(block.get("results"), dict):
             raise ValueError(f"{path}: attacks[{kind!r}] lacks its 'results' object")
     return data
+
+
+TIMING_KEYS = ("seconds", "encoding_time", "decoding_time")
+
+
+def without_timings(obj: Any, also: tuple = ()) -> Any:
+    """``obj`` (results, or any part) without its wall-clock keys (and ``also``): what two runs
+    of the same evaluation must agree on exactly (e.g. a resumed run and an uninterrupted one)."""
+    drop = set(TIMING_KEYS) | set(also)
+    if isinstance(obj, Mapping):
+        return {k: without_timings(v, also) for k, v in obj.items() if k not in drop}
+    if isinstance(obj, list):
+        return [without_timings(v, also) for v in obj]
+    return obj

@@ -20,16 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from nic_core.results import without_timings
+
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"seconds", "encoding_time", "decoding_time", "description"}
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return without_timings(obj, also=("description",))
 
 
 def _records(journal: Path) -> int:

@@ -17,10 +17,10 @@ import torch.multiprocessing as mp
 
 from nic_core import checkpoints, config, distributed, losses
 from nic_core.models import build_model, codec_forward
+from nic_core.results import without_timings
 from nic_core.trainers import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"seconds", "encoding_time", "decoding_time"}
 
 
 def _free_port() -> int:
@@ -120,11 +120,7 @@ def test_torchrun_training_follows_one_process_and_resumes_with_another_count(tm
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return without_timings(obj)
 
 
 def test_sharded_evaluation_equals_one_process(smoke_run_dir, tmp_path):

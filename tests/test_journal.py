@@ -20,18 +20,12 @@ import torch
 from nic_core import journal
 from nic_core.evaluate import evaluate_robustness
 from nic_core.journal import Journal, weights_sha256
+from nic_core.results import without_timings
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"seconds", "encoding_time", "decoding_time"}
-
-
 def _strip(obj):
     """Results without what differs between runs of the same work (timings, descriptions)."""
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING | {"description"}}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return without_timings(obj, also=("description",))
 
 
 # ---- the journal file itself -------------------------------------------------------------
