@@ -45,7 +45,7 @@ bench: setup
 	$(PY) -m nic_core.bench training
 
 # Every README figure and table from the committed results (notebooks/05_figures.ipynb, headless;
-# a minute): figures/*.png|pdf and results/cpu/tables/*, pasted into README.md's include blocks.
+# a minute): figures/*.png|pdf and results/cpu/tables/*, pasted into the include blocks of README.md and docs/.
 # Missing results are named with their command.
 figures: setup
 	@mkdir -p runs
@@ -57,7 +57,7 @@ figures: setup
 reproduce-cpu: setup
 	scripts/reproduce_cpu.sh
 
-# The paper's configuration on a GPU (params/paper/; see the README for its cost)
+# The paper's configuration on a GPU (params/paper/; see docs/reproduction.md for its cost)
 reproduce-paper: setup
 	$(MAKE) pipeline PARAMS=paper
 

@@ -426,7 +426,7 @@ def attack_list(spec: str) -> Tuple[str, ...]:
 # with a constant step, PGD in L2 and L-inf, Chen & Ma; rate side: eq. 7 and PGD-L2 through
 # both paths; random noise on
 # both (a gradient attack weaker than noise is a finding); APGD (step-size free) through both
-# paths. "cpu" is the affordable subset behind the committed 2-core reproduction (README);
+# paths. "cpu" is the affordable subset behind the committed 2-core reproduction (docs/results.md);
 # "cpu-apgd" adds APGD to it (issue 32: the next re-evaluation's ensemble).
 ENSEMBLES = {
     "standard": "psnr,psnr/constant,psnr@noise,pgd-l2-psnr,pgd-l2-psnr@noise,pgd-psnr,ma2023,"

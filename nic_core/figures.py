@@ -407,11 +407,13 @@ def main(argv=None) -> int:
     ap.add_argument("--visual-image", default="kodim04", help="'' for no visual grid")
     ap.add_argument("--visual-iterations", type=int, default=50)
     ap.add_argument("--readme-only", action="store_true",
-                    help="only refresh the README's include blocks from the table files")
+                    help="only refresh the include blocks of README.md and docs/*.md from the table files")
     args = ap.parse_args(argv)
     if args.readme_only:
-        for f in refresh_includes(Path(args.root) / "README.md"):
-            print(f"README.md: block of {f} updated")
+        root = Path(args.root)
+        for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+            for f in refresh_includes(page):
+                print(f"{page.relative_to(root)}: block of {f} updated")
         return 0
     visual = (dict(image=args.visual_image, iterations=args.visual_iterations)
               if args.visual_image else None)

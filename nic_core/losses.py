@@ -182,7 +182,7 @@ def smooth_loss(model: torch.nn.Module, x: torch.Tensor, quant: str = "noise",
       free. On a trained hyperprior its parameter gradient departs from ``exact``'s more than
       on a random one: ``h_a`` sees ``|y|``, trained latents crowd the kink at 0, which the
       difference quotient smooths over and double backprop (an almost-everywhere derivative)
-      ignores (measurements: README, section Losses).
+      ignores (measurements: docs/protocol.md, section Losses).
     * y: ``n_proj`` forwards at ``x + h u``, ``u ~ N(0, I_D)``; ``(y(x + h u) - y(x)) / h ~ J u``
       and ``E ||J u||^2 = ||J||_F^2``: unbiased up to O(h). Its parameter gradient is noisier
       than the exact VJP's, for less cost.
@@ -198,7 +198,7 @@ def smooth_loss(model: torch.nn.Module, x: torch.Tensor, quant: str = "noise",
     precedes quantisation and works with ``"ste"``.
 
     Cost per method over a plain RD step and per-draw gradient noise: ``python -m nic_core.bench
-    training`` (results/bench_training.json, README section Benchmarks).
+    training`` (results/bench_training.json, docs/benchmarks.md).
 
     A training step that forwards once (the RD loss then also runs under ``exact_bounds``, i.e.
     without CompressAI's LowerBound gradient heuristic; to keep it, call without ``out``, which

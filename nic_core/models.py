@@ -250,7 +250,7 @@ def widen_hyper(narrow: torch.nn.Module, wide: torch.nn.Module, small: float = 0
     ~0.02 bits per new value); new hyper-latent channels (N) cost the bits of a fresh entropy
     bottleneck until it adapts (~0.01-0.03 bpp). It lets a trained codec grow towards
     CompressAI's widths (N 192, M 320 at lmbda 0.0483 where ours has 64 and 96) without
-    training from scratch. Measured (README, "The codecs under attack"): hyper-q6-long to M 192,
+    training from scratch. Measured (docs/results.md, "The codecs under attack"): hyper-q6-long to M 192,
     +0.11 dB after 8000 steps and a rate that the bpp attack inflates far more (+90 % against
     +21 %); hyper-q6-p256 to N 88 (hyper-q6-n88): the same margin as 5000 steps at N 64,
     its new channels still nearly unused.

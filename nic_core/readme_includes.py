@@ -1,6 +1,7 @@
-"""The README's generated blocks: each ``<!-- include: FILE -->`` ... ``<!-- end -->`` block
-holds FILE's text, so a results table in the README is the committed table file (``make
-figures`` refreshes them; ``tests/test_readme.py`` fails when a block and its file differ)."""
+"""The generated blocks of README.md and docs/*.md: each ``<!-- include: FILE -->`` ...
+``<!-- end -->`` block holds FILE's text, so a results table on a page is the committed table
+file (``make figures`` refreshes them; ``tests/test_readme.py`` fails when a block and its file
+differ)."""
 from __future__ import annotations
 
 import re
