@@ -166,7 +166,8 @@ def test_images(cfg: Dict[str, Any]):
 
 def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str] = None,
                  out: Optional[Path] = None, adversarial: Optional[Path] = None,
-                 resumable: bool = False, fresh: bool = False) -> Dict[str, Any]:
+                 resumable: bool = False, fresh: bool = False,
+                 description: Optional[str] = None) -> Dict[str, Any]:
     """Clean + ``eval_attacks`` (+ ``eval_worst_case``) evaluation written to ``out`` (default
     ``<run_dir>/metrics.json``). ``name`` defaults to :func:`run_name`. ``adversarial``: also
     save the attacked images there (``{spec: {image: [3,H,W] float}}``, for transfer attacks).
@@ -188,7 +189,8 @@ def evaluate_run(model: torch.nn.Module, cfg: Dict[str, Any], name: Optional[str
         lr=cfg["attack_lr"], quant=cfg["attack_quant"], seed=cfg["seed"],
         to_uint8=cfg["eval_uint8"], worst_case=worst, restarts=cfg["eval_restarts"],
         schedule=cfg["attack_schedule"], name=name or run_name(cfg),
-        description=f"{cfg.get('stage', '')} run {cfg['run_dir']}", config=cfg, dataset=desc,
+        description=description or f"{cfg.get('stage', '')} run {cfg['run_dir']}",
+        config=cfg, dataset=desc,
         progress=cfg["progress"], batch_size=cfg["eval_batch"],
         adversarial=adv if adversarial else None,
         journal=journal.journal_path(out) if resumable else None, fresh=fresh)

@@ -234,6 +234,32 @@ def _named_paths(pairs: Sequence[str], what: str) -> Dict[str, str]:
     return out
 
 
+def evaluate_model(target: str, out, params=None, pairs=(), fresh: bool = False) -> int:
+    """Evaluate a zoo id or a checkpoint file with :data:`nic_core.config.PROTOCOL` (``params`` /
+    ``pairs`` override it), resumably, into ``out``; the results' config describes the model's
+    own weights (architecture from its checkpoint, N and M read off the weights) and records
+    their sha256."""
+    from . import checkpoints, config, runs, zoo
+
+    if Path(target).is_file():
+        file, name, digest = Path(target), Path(target).parent.name or Path(target).stem, None
+    else:
+        file, name, digest = zoo.path(target), target, zoo.verify(target)
+    ckpt = checkpoints.load_checkpoint(file)
+    own = {k: v for k, v in ckpt.get("config", {}).items() if k in ("model", "lmbda", "quality")}
+    cfg = config.validate("pretrain", {**config.PROTOCOL, **own, **zoo.width(ckpt["state_dict"]),
+                                       "run_dir": str(file.parent),
+                                       **config.cli_params(params, pairs)})
+    device = runs.setup(cfg)
+    model = checkpoints.load_model(file, device=device)
+    what = (f"{ckpt.get('stage') or 'a'} model {file} ({cfg['model']}, N {cfg['N']}, M {cfg['M']}; "
+            f"file sha256 {digest or zoo.sha256(file)})")
+    runs.evaluate_run(model, cfg, name=name, out=Path(out), resumable=True, fresh=fresh,
+                      description=what)
+    print(f"saved {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     """``python -m nic_core.evaluate transfer|saturation ...`` (evaluation settings from ``-f`` /
     ``-p`` like ``python -m nic_core.runs``: eval_set, eval_limit, eval_crop, eps, ...).
@@ -241,12 +267,15 @@ def main(argv=None) -> int:
     transfer: ``--model NAME=CHECKPOINT`` (two or more) ``[--adversarial NAME=ADV.pt]`` (saved
     by ``python -m nic_core.runs ... --eval-only --adversarial``) ``--attack SPEC``.
     saturation: ``--model NAME=CHECKPOINT`` (one or more) ``--attack SPEC --iterations 50,100,...``.
+    model: ``MODEL`` (a zoo id, :mod:`nic_core.zoo`, or a checkpoint file) ``--out OUT``: the
+    protocol's evaluation (:data:`nic_core.config.PROTOCOL`), resumable.
     """
     from . import checkpoints, config, runs, viz  # CLI only: runs and viz import evaluate
 
     ap = argparse.ArgumentParser(prog="python -m nic_core.evaluate", description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["transfer", "saturation"])
+    ap.add_argument("command", choices=["transfer", "saturation", "model"])
+    ap.add_argument("target", nargs="?", metavar="MODEL", help="model: a zoo id or a checkpoint")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT")
     ap.add_argument("--adversarial", action="append", default=[], metavar="NAME=ADV.pt")
     ap.add_argument("--attack", default="psnr", help="attack spec kind[@quant][:iters][/schedule]")
@@ -258,6 +287,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the journal of a stopped run "
                     "(OUT.journal, OUT.NAME.journal) instead of resuming it")
     args = ap.parse_args(argv)
+    if args.command == "model":
+        if not args.target:
+            ap.error("model needs MODEL: a zoo id (python -m nic_core.zoo) or a checkpoint")
+        return evaluate_model(args.target, args.out, args.params, args.p, fresh=args.fresh)
     cfg = config.validate("pretrain", config.cli_params(args.params, args.p))
     device = runs.setup(cfg)
     ckpts = _named_paths(args.model, "--model")
