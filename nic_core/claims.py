@@ -2,12 +2,12 @@
 
 Each claim of Cao et al., "Enhancing Adversarial Training with Prior Knowledge Distillation for
 Robust Image Compression" (arXiv 2403.06700), is a paired difference over the images of the
-damage two models take (:data:`CLAIMS`); :func:`verdicts` gives it a 95 % bootstrap interval and
-a verdict. The models are the keys of :data:`nic_core.registry.RUNS`.
+damage two models take (:data:`CLAIMS`); :func:`verdicts` gives it a 95 % t-interval, a sign-flip
+p-value and a verdict that survives Benjamini-Hochberg at FDR 5 % over the table. The models are the keys of :data:`nic_core.registry.RUNS`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pandas as pd
 
@@ -142,12 +142,15 @@ CLAIMS += tuple((f"ours (PKDT) is more robust than the pretrained codec {on}, "
                 for s, on, _ in MORE_ON for q in MORE_AT for side in ("psnr", "bpp"))
 
 
+ALPHA_FDR = 0.05  # Benjamini-Hochberg false discovery rate of every table of verdicts
+
+
 def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: str,
             attack: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """One claim on one side: the 95 % paired bootstrap interval over the images of b's damage
-    minus a's (``a`` None: b's damage itself) and its verdict, *confirmed at this scale* (the
-    interval excludes 0 in the paper's direction), *not confirmed* (it contains 0) or
-    *refuted* (it excludes 0 in the other direction); None when a results file is missing."""
+    """One claim on one side: b's damage minus a's per image (``a`` None: b's damage itself),
+    :func:`nic_core.stats.paired_test` of it (mean, 95 % t-interval, sign-flip ``p``) and
+    ``good``, the sign the paper's direction gives the mean; None when a file is missing. The
+    verdict needs every comparison of its table: :func:`decide`."""
     if b not in found or (a is not None and a not in found):
         return None
     db = _damage(found[b], side, attack)
@@ -158,31 +161,44 @@ def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: st
         da = _damage(found[a], side, attack)
         diffs = [db[n] - da[n] for n in db if n in da]
         good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
-    ci = stats.bootstrap_ci(diffs)
-    if ci["lo"] <= 0 <= ci["hi"]:
-        v = "not confirmed (interval contains 0)"
-    elif (ci["mean"] > 0) == (good > 0):
-        v = "confirmed at this scale"
-    else:
-        v = "refuted at this scale"
-    return {**ci, "verdict": v}
+    return {**stats.paired_test(diffs), "good": good}
+
+
+def decide(tests: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The verdicts of one table's comparisons: Benjamini-Hochberg over their sign-flip
+    p-values (``q``); *confirmed at this scale* where ``q <`` :data:`ALPHA_FDR` in the paper's
+    direction, *refuted at this scale* where ``q <`` it the other way, else *not confirmed*."""
+    out = []
+    for v, q in zip(tests, stats.fdr([v["p"] for v in tests])):
+        if q >= ALPHA_FDR:
+            word = "not confirmed (not significant at FDR 5 %)"
+        elif (v["mean"] > 0) == (v["good"] > 0):
+            word = "confirmed at this scale"
+        else:
+            word = "refuted at this scale"
+        out.append({**v, "q": q, "verdict": word})
+    return out
 
 
 def verdicts(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
-    """One row per claim and side: the paper's number, ours with a 95 % paired bootstrap
-    interval over the images, and the verdict (:func:`verdict`; *not run yet* where a results
-    file is missing)."""
+    """One row per claim and side: the paper's number, ours with a 95 % paired t-interval over
+    the images, the sign-flip p-value, its Benjamini-Hochberg q over the table, and the verdict
+    (:func:`decide`; *not run yet* where a results file is missing)."""
+    tests = [verdict(found, side, a, b, attack) for _, side, a, b, _, attack in CLAIMS]
+    decided = iter(decide([v for v in tests if v is not None]))
     rows = []
-    for claim, side, a, b, paper, attack in CLAIMS:
+    for (claim, side, a, b, paper, attack), v in zip(CLAIMS, tests):
         unit = "dB" if side == "psnr" else "% rate"
         row = {"claim": claim, "side": f"{side} side ({unit})",
                "paper": None if paper is None else round(paper, 2)}
-        v = verdict(found, side, a, b, attack)
         if v is None:
-            rows.append({**row, "ours": None, "95% CI": "", "verdict": "not run yet"})
+            rows.append({**row, "ours": None, "95% CI": "", "p": "", "q (BH)": "",
+                         "verdict": "not run yet"})
             continue
+        v = next(decided)
         rows.append({**row, "ours": round(v["mean"], 2),
-                     "95% CI": f"[{v['lo']:+.2f}, {v['hi']:+.2f}]", "verdict": v["verdict"]})
+                     "95% CI": f"[{v['lo']:+.2f}, {v['hi']:+.2f}]", "p": f"{v['p']:.3g}",
+                     "q (BH)": f"{v['q']:.3g}", "verdict": v["verdict"]})
     return pd.DataFrame(rows)
 
 
@@ -222,24 +238,27 @@ GRID_SETTINGS: Dict[str, Callable[[str], str]] = {
 GRID_SETTINGS.update({f"{setting}, {on}": (lambda key, s: lambda m: f"{key(m)}-{s}")(key, s)
                       for s, _, on in MORE_ON for setting, key in list(GRID_SETTINGS.items())
                       if key("pkdt") in {f"pkdt-{q}" for q in MORE_AT}})
-MARK = {"confirmed at this scale": "✓", "not confirmed (interval contains 0)": "~",
+MARK = {"confirmed at this scale": "✓", "not confirmed (not significant at FDR 5 %)": "~",
         "refuted at this scale": "✗"}
 
 
 def grid(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
     """The verdict grid: one row per setting (:data:`GRID_SETTINGS`) and comparison
-    (:data:`GRID_COMPARISONS`) and side, with the mean difference, its interval and verdict
-    (:func:`verdict`, the same numbers as :func:`verdicts`); a missing run is left out."""
-    rows = []
+    (:data:`GRID_COMPARISONS`) and side, with the mean difference, its 95 % t-interval, the
+    sign-flip ``p``, the Benjamini-Hochberg ``q`` over every cell of the grid and the verdict
+    (:func:`decide`); a missing run is left out."""
+    rows, tests = [], []
     for setting, key in GRID_SETTINGS.items():
         for what, a, b in GRID_COMPARISONS:
             for side in ("psnr", "bpp"):
                 v = verdict(found, side, key(a), key(b))
                 if v is not None:
-                    rows.append({"setting": setting, "comparison": what, "side": side,
-                                 "mean": v["mean"], "lo": v["lo"], "hi": v["hi"],
-                                 "verdict": v["verdict"]})
-    return pd.DataFrame(rows)
+                    rows.append({"setting": setting, "comparison": what, "side": side})
+                    tests.append(v)
+    cells = [{**r, **{k: v[k] for k in ("mean", "lo", "hi", "n", "p", "q", "verdict")}}
+             for r, v in zip(rows, decide(tests))]
+    return pd.DataFrame(cells, columns=["setting", "comparison", "side", "mean", "lo", "hi", "n",
+                                        "p", "q", "verdict"])
 
 
 def grid_markdown(g: pd.DataFrame) -> str:

@@ -265,15 +265,16 @@ def fig_visual(root, image: str = "kodim04", attack: str = "psnr", eps: float = 
         f"visual grid: {image}, {attack} attack, eps {eps:g}, {iterations} iterations"
 
 
-VERDICT_COLOUR = {"confirmed at this scale": "#8fd18f", "not confirmed (interval contains 0)":
-                  "#e0e0e0", "refuted at this scale": "#f0a0a0"}
+VERDICT_COLOUR = {"confirmed at this scale": "#8fd18f",
+                  "not confirmed (not significant at FDR 5 %)": "#e0e0e0",
+                  "refuted at this scale": "#f0a0a0"}
 
 
 def fig_verdicts(g):
     """The verdict grid (:func:`nic_core.claims.grid`) as two coloured panels, quality side and
     rate side: settings down, Table 1's comparisons across, each cell the mean paired
-    difference over the images, green where its 95 % interval confirms the paper's direction,
-    grey where it contains 0, red where it refutes it."""
+    difference over the images, green where it is significant at FDR 5 % (sign-flip test,
+    Benjamini-Hochberg over the grid) in the paper's direction, red the other way, grey not."""
     settings = list(dict.fromkeys(g["setting"]))
     comps = [w for w, _, _ in GRID_COMPARISONS]
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.42 * len(settings) + 1.6))
@@ -299,8 +300,9 @@ def fig_verdicts(g):
         for spine in ax.spines.values():
             spine.set_visible(False)
     axes[1].set_yticklabels([])
-    fig.suptitle("b > a: b more robust than a (paired over the images, 95 % bootstrap): "
-                 "green confirmed, grey interval contains 0, red refuted", fontsize=9)
+    fig.suptitle("b > a: b more robust than a (paired over the images; sign-flip test, "
+                 "Benjamini-Hochberg over the grid): green confirmed, grey not significant at "
+                 "FDR 5 %, red refuted", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -4,14 +4,14 @@
 # iteration reference), 4 Kodak crops of 256, one thread. Resumable: each command journals its
 # finished images (rerun this script after a stop; finished files are skipped). A sweep stopped
 # mid-way leaves OUT.NAME.journal: commit it to go on from there on another machine.
-#   scripts/saturation_apgd.sh [MODEL ...]    (default: hyper-q4)
+#   scripts/saturation_apgd.sh [MODEL ...]    (default: hyper-q4; ATTACKS="apgd-psnr ..." a subset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=results/cpu/saturation_apgd
 mkdir -p "$OUT"
 for name in "${@:-hyper-q4}"; do
-  for attack in apgd-psnr psnr/constant apgd-bpp bpp/constant; do
+  for attack in ${ATTACKS:-apgd-psnr psnr/constant apgd-bpp bpp/constant}; do
     out="$OUT/${name}_${attack//\//-}.json"
     if [ -f "$out" ]; then echo "== $out: exists"; continue; fi
     echo "== $name $attack"

@@ -26,7 +26,7 @@ def load(folder: Path):
     """``{(model, side): [sweep, ...]}`` of every finished sweep file in ``folder``."""
     out = {}
     for f in sorted(folder.glob("*.json")):
-        for sw in json.loads(f.read_text())["sweeps"]:
+        for sw in json.loads(f.read_text()).get("sweeps", []):  # (knobs.json: another table)
             out.setdefault((sw["name"], side(parse_spec(sw["attack"])[0])), []).append(sw)
     return out
 

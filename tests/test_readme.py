@@ -72,6 +72,19 @@ def test_the_headline_numbers_are_in_the_results_it_names():
         assert f"-{n}" in tables and n in m.group(2)
 
 
+def test_the_headline_counts_of_the_grid_are_its_marks():
+    import csv
+    with open(ROOT / "results/cpu/tables/verdict_grid.csv") as f:
+        verdicts = [c["verdict"] for c in csv.DictReader(f)]
+    said = re.search(r"(\d+) of (\d+) cells\s+confirmed, (\d+) refuted, (\d+) not significant",
+                     README)
+    assert said, "the headline states the grid's counts"
+    assert [int(n) for n in said.groups()] == [
+        sum(v.startswith("confirmed") for v in verdicts), len(verdicts),
+        sum(v.startswith("refuted") for v in verdicts),
+        sum(v.startswith("not confirmed") for v in verdicts)]
+
+
 def test_the_headline_test_can_fail():
     assert _signed_numbers("PKDT +0.50 dB, rate -24.47 and 1.5") == {"+0.50", "-24.47"}
 

@@ -1,0 +1,58 @@
+"""The verdicts' statistics (issue 33): paired t-intervals, sign-flip p-values, Benjamini-Hochberg
+over every cell of a table, and the committed grid's marks read off its corrected p-values."""
+import csv
+from pathlib import Path
+
+import pytest
+
+from nic_core import claims, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paired_test_numbers():
+    v = stats.paired_test([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5, se 1.2910 / 2, t(0.975, 3) = 3.1824: [0.446, 4.554]
+    assert (v["mean"], v["n"]) == (2.5, 4)
+    assert v["lo"] == pytest.approx(0.4457, abs=1e-3) and v["hi"] == pytest.approx(4.5543, abs=1e-3)
+    assert v["p"] == 0.125 and v["exact"]  # 4 images: 2 of 16 sign patterns are as extreme
+    assert stats.paired_test([0.3, 0.1, 0.5, 0.2, 0.4, 0.6, 0.2, 0.1])["p"] == 2 / 256
+    mixed = stats.paired_test([0.5, -0.4, 0.3, -0.2, 0.1, 0.2, -0.3, 0.1])
+    assert mixed["p"] > 0.5 and mixed["zero_in_ci"]
+    many = stats.paired_test([0.2 + 0.01 * i for i in range(24)])  # random flips beyond 16
+    assert not many["exact"] and many["p"] < 1e-3
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.paired_test([1.0])
+
+
+def test_benjamini_hochberg():
+    assert stats.fdr([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert stats.fdr([]) == []
+
+
+def test_a_cell_significant_alone_is_not_after_the_correction():
+    one = {"mean": 0.4, "good": 1, "p": 0.03}
+    assert claims.decide([one])[0]["verdict"] == "confirmed at this scale"
+    crowd = claims.decide([one] + [{"mean": 0.1, "good": 1, "p": 0.6}] * 9)
+    assert crowd[0]["q"] == pytest.approx(0.3) and crowd[0]["verdict"].startswith("not confirmed")
+    assert claims.decide([{"mean": -0.4, "good": 1, "p": 0.001}])[0]["verdict"] == \
+        "refuted at this scale"
+
+
+def test_the_committed_grid_marks_follow_its_corrected_p_values():
+    """results/cpu/tables/verdict_grid.csv (make figures): every cell's q is Benjamini-Hochberg
+    over all the grid's p-values, its mark follows q < 0.05 and its direction, and no cell on
+    the 4 DIV2K images is marked (a sign-flip test over 4 images cannot go below p = 0.125)."""
+    with open(ROOT / "results/cpu/tables/verdict_grid.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) > 150
+    qs = stats.fdr([float(c["p"]) for c in cells])
+    for c, q in zip(cells, qs):
+        assert float(c["q"]) == pytest.approx(q, abs=1e-3), c
+        good = (float(c["mean"]) > 0) == (c["side"] == "psnr")
+        want = ("not confirmed (not significant at FDR 5 %)" if q >= 0.05 else
+                "confirmed at this scale" if good else "refuted at this scale")
+        assert c["verdict"] == want, c
+    div2k = [c for c in cells if "DIV2K" in c["setting"]]
+    assert div2k and all(c["verdict"].startswith("not confirmed") for c in div2k)
+    assert all(int(c["n"]) == 4 for c in div2k)
