@@ -2,8 +2,10 @@
 
 Each claim of Cao et al., "Enhancing Adversarial Training with Prior Knowledge Distillation for
 Robust Image Compression" (arXiv 2403.06700), is a paired difference over the images of the
-damage two models take (:data:`CLAIMS`); :func:`verdicts` gives it a 95 % t-interval, a sign-flip
-p-value and a verdict that survives Benjamini-Hochberg at FDR 5 % over the table. The models are the keys of :data:`nic_core.registry.RUNS`.
+damage two models take (:data:`CLAIMS`); :func:`verdicts` gives it a 95 % t-interval, a
+sign-flip p-value and a verdict that survives Benjamini-Hochberg at FDR 5 % over the table;
+:func:`grid` adds the absolute ruler (PSNR and rate under attack, issue 33). The models are the
+keys of :data:`nic_core.registry.RUNS`.
 """
 from __future__ import annotations
 
@@ -145,14 +147,46 @@ CLAIMS += tuple((f"ours (PKDT) is more robust than the pretrained codec {on}, "
 ALPHA_FDR = 0.05  # Benjamini-Hochberg false discovery rate of every table of verdicts
 
 
+RULERS = ("damage", "absolute")
+
+
+def _attacked(r: Dict[str, Any], side: str) -> Dict[str, float]:
+    """Per image: PSNR (dB) under the worst quality-side attack, or rate (bpp) under the worst
+    rate-side attack (issue 33's absolute ruler)."""
+    return stats.per_image_values(r, "worst-psnr" if side == "psnr" else "worst-bpp",
+                                  "psnr-rgb" if side == "psnr" else "bpp")
+
+
+def _absolute(found, side: str, a: str, b: str) -> Optional[Dict[str, Any]]:
+    """b against a under attack, per image: PSNR difference (dB, psnr side) or rate difference
+    in % of a's attacked rate (bpp side); ``clean``: the same difference on the clean images
+    (the clean cost beside the verdict)."""
+    va, vb = _attacked(found[a], side), _attacked(found[b], side)
+    key = "psnr-rgb" if side == "psnr" else "bpp"
+    ca, cb = (stats.per_image_values(found[m], None, key) for m in (a, b))
+    names = [n for n in vb if n in va]
+    if side == "psnr":
+        diffs, clean = [vb[n] - va[n] for n in names], [cb[n] - ca[n] for n in names]
+    else:
+        diffs = [100 * (vb[n] - va[n]) / va[n] for n in names]
+        clean = [100 * (cb[n] - ca[n]) / ca[n] for n in names]
+    return {**stats.paired_test(diffs), "good": 1 if side == "psnr" else -1,
+            "clean": sum(clean) / len(clean)}
+
+
 def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: str,
-            attack: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """One claim on one side: b's damage minus a's per image (``a`` None: b's damage itself),
+            attack: Optional[str] = None, ruler: str = "damage") -> Optional[Dict[str, Any]]:
+    """One claim on one side: b's damage minus a's per image (``a`` None: b's damage itself;
+    ``ruler="absolute"``: b's PSNR / rate *under attack* against a's, :func:`_absolute`),
     :func:`nic_core.stats.paired_test` of it (mean, 95 % t-interval, sign-flip ``p``) and
     ``good``, the sign the paper's direction gives the mean; None when a file is missing. The
     verdict needs every comparison of its table: :func:`decide`."""
     if b not in found or (a is not None and a not in found):
         return None
+    if ruler == "absolute":
+        if a is None or attack is not None:
+            raise ValueError("the absolute ruler compares two models under their worst case")
+        return _absolute(found, side, a, b)
     db = _damage(found[b], side, attack)
     if a is None:
         diffs = list(db.values())
@@ -243,27 +277,33 @@ MARK = {"confirmed at this scale": "✓", "not confirmed (not significant at FDR
 
 
 def grid(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
-    """The verdict grid: one row per setting (:data:`GRID_SETTINGS`) and comparison
-    (:data:`GRID_COMPARISONS`) and side, with the mean difference, its 95 % t-interval, the
-    sign-flip ``p``, the Benjamini-Hochberg ``q`` over every cell of the grid and the verdict
-    (:func:`decide`); a missing run is left out."""
+    """The verdict grid: one row per ruler (:data:`RULERS`: damage, and PSNR / rate under
+    attack), setting (:data:`GRID_SETTINGS`), comparison (:data:`GRID_COMPARISONS`) and side,
+    with the mean difference, its 95 % t-interval, the sign-flip ``p``, the Benjamini-Hochberg
+    ``q`` over every cell of the grid (both rulers) and the verdict (:func:`decide`); on the
+    absolute ruler ``clean`` is the same difference on the clean images. A missing run is left
+    out."""
     rows, tests = [], []
-    for setting, key in GRID_SETTINGS.items():
-        for what, a, b in GRID_COMPARISONS:
-            for side in ("psnr", "bpp"):
-                v = verdict(found, side, key(a), key(b))
-                if v is not None:
-                    rows.append({"setting": setting, "comparison": what, "side": side})
-                    tests.append(v)
-    cells = [{**r, **{k: v[k] for k in ("mean", "lo", "hi", "n", "p", "q", "verdict")}}
-             for r, v in zip(rows, decide(tests))]
-    return pd.DataFrame(cells, columns=["setting", "comparison", "side", "mean", "lo", "hi", "n",
-                                        "p", "q", "verdict"])
+    for ruler in RULERS:
+        for setting, key in GRID_SETTINGS.items():
+            for what, a, b in GRID_COMPARISONS:
+                for side in ("psnr", "bpp"):
+                    v = verdict(found, side, key(a), key(b), ruler=ruler)
+                    if v is not None:
+                        rows.append({"ruler": ruler, "setting": setting, "comparison": what,
+                                     "side": side})
+                        tests.append(v)
+    cols = ["ruler", "setting", "comparison", "side", "mean", "lo", "hi", "n", "p", "q",
+            "verdict", "clean"]
+    cells = [{**r, **{k: v.get(k) for k in cols[4:]}} for r, v in zip(rows, decide(tests))]
+    return pd.DataFrame(cells, columns=cols)
 
 
-def grid_markdown(g: pd.DataFrame) -> str:
-    """The grid as one Markdown table: settings down, comparisons across, each cell
-    "quality side (dB) / rate side (% points)" with ✓ confirmed, ~ not confirmed, ✗ refuted."""
+def grid_markdown(g: pd.DataFrame, ruler: str = "damage") -> str:
+    """The grid on one ruler as a Markdown table: settings down, comparisons across, each cell
+    "quality side (dB) / rate side (% points)" with ✓ confirmed, ~ not confirmed, ✗ refuted;
+    on the absolute ruler each side's clean difference follows in parentheses."""
+    g = g[g.ruler == ruler] if not g.empty else g
     if g.empty:
         return "(no results yet)"
     cols = [w for w, _, _ in GRID_COMPARISONS]
@@ -274,8 +314,12 @@ def grid_markdown(g: pd.DataFrame) -> str:
             part = []
             for side, unit in (("psnr", " dB"), ("bpp", " pts")):
                 r = g[(g.setting == setting) & (g.comparison == what) & (g.side == side)]
-                part.append("-" if r.empty else
-                            f"{r.iloc[0]['mean']:+.2f}{unit} {MARK[r.iloc[0]['verdict']]}")
+                if r.empty:
+                    part.append("-")
+                    continue
+                c = r.iloc[0]
+                clean = "" if ruler == "damage" else f" (clean {c['clean']:+.2f})"
+                part.append(f"{c['mean']:+.2f}{unit} {MARK[c['verdict']]}{clean}")
             cells.append(" / ".join(part))
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

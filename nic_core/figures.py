@@ -270,16 +270,21 @@ VERDICT_COLOUR = {"confirmed at this scale": "#8fd18f",
                   "refuted at this scale": "#f0a0a0"}
 
 
-def fig_verdicts(g):
+def fig_verdicts(g, ruler: str = "damage"):
     """The verdict grid (:func:`nic_core.claims.grid`) as two coloured panels, quality side and
     rate side: settings down, Table 1's comparisons across, each cell the mean paired
     difference over the images, green where it is significant at FDR 5 % (sign-flip test,
-    Benjamini-Hochberg over the grid) in the paper's direction, red the other way, grey not."""
+    Benjamini-Hochberg over the grid) in the paper's direction, red the other way, grey not.
+    ``ruler``: the cells' ruler, "damage" or "absolute" (PSNR and rate under attack)."""
     settings = list(dict.fromkeys(g["setting"]))
     comps = [w for w, _, _ in GRID_COMPARISONS]
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.42 * len(settings) + 1.6))
-    for ax, (side, unit) in zip(axes, (("psnr", "quality side: dB less PSNR loss"),
-                                       ("bpp", "rate side: % points of rate gain"))):
+    titles = (("psnr", "quality side: dB less PSNR loss"),
+              ("bpp", "rate side: % points of rate gain"))
+    if ruler == "absolute":
+        titles = (("psnr", "PSNR under the worst psnr attack, b - a (dB)"),
+                  ("bpp", "rate under the worst bpp attack, b vs a (%)"))
+    for ax, (side, unit) in zip(axes, titles):
         for i, setting in enumerate(settings):
             for j, what in enumerate(comps):
                 r = g[(g.setting == setting) & (g.comparison == what) & (g.side == side)]
@@ -300,7 +305,8 @@ def fig_verdicts(g):
         for spine in ax.spines.values():
             spine.set_visible(False)
     axes[1].set_yticklabels([])
-    fig.suptitle("b > a: b more robust than a (paired over the images; sign-flip test, "
+    what = "more robust than" if ruler == "damage" else "better under attack than"
+    fig.suptitle(f"b > a: b {what} a (paired over the images; sign-flip test, "
                  "Benjamini-Hochberg over the grid): green confirmed, grey not significant at "
                  "FDR 5 %, red refuted", fontsize=9)
     fig.tight_layout()
@@ -340,10 +346,14 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
     g = grid(found)
     (tdir / "verdict_grid.md").write_text(grid_markdown(g) + "\n")
+    (tdir / "verdict_grid_absolute.md").write_text(grid_markdown(g, "absolute") + "\n")
     g.round(4).to_csv(tdir / "verdict_grid.csv", index=False)  # each cell's interval too
-    written += [tdir / "verdict_grid.md", tdir / "verdict_grid.csv"]
+    written += [tdir / f"verdict_grid{s}.md" for s in ("", "_absolute")]
+    written.append(tdir / "verdict_grid.csv")
     if not g.empty:
-        written += save(fig_verdicts(g), out, "fig_verdicts_cpu")
+        written += save(fig_verdicts(g[g.ruler == "damage"]), out, "fig_verdicts_cpu")
+        written += save(fig_verdicts(g[g.ruler == "absolute"], "absolute"), out,
+                        "fig_verdicts_absolute_cpu")
     for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root)),
                      ("codec_steps", codec_steps(root)),
                      ("seeds", seeds(found)), ("matched_rate", matched_rate(found)),

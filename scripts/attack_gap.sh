@@ -3,6 +3,7 @@
 # a time, measured with APGD (apgd-psnr, rate held within 5 %) at 100 and 1000 iterations on
 # real bitstreams, one thread, resumable (rerun after a stop; finished files are skipped):
 #   full-resolution Kodak (768x512, the paper's images) instead of 256x256 crops: 2 images
+#   (and the crops of the same 2 images, the pair to compare with)
 #   hyper-q2 (lmbda 0.0035, the rate of the paper's Table 1) instead of hyper-q4: 4 crops
 # The rows for 100 vs 1000 iterations on 4 crops of hyper-q4 are scripts/saturation_apgd.sh's.
 # Then: python scripts/attack_gap_table.py
@@ -20,4 +21,5 @@ run() {  # NAME MODEL OUTFILE extra -p pairs...
     -p threads 1 -p eval_batch 1 -p progress false "$@" --out "$out"
 }
 run hyper-q4 hyper-q4 "$OUT/hyper-q4_full-resolution.json" -p eval_limit 2 -p eval_crop 0
+run hyper-q4 hyper-q4 "$OUT/hyper-q4_crops2.json" -p eval_limit 2
 run hyper-q2 hyper-q2 "$OUT/hyper-q2_crops.json" -p eval_limit 4

@@ -413,11 +413,14 @@ def test_verdict_grid_is_the_verdicts_of_table1_comparisons(root):
     found, _ = figures.load(root)
     g = claims.grid(found)
     assert set(g["setting"]) == {"hyper-q4, Kodak 8"}  # the fixture has the q4 models only
-    assert len(g) == 2 * len(claims.GRID_COMPARISONS)
+    assert len(g) == 2 * 2 * len(claims.GRID_COMPARISONS)  # two rulers, two sides
+    assert set(g["ruler"]) == set(claims.RULERS)
     v = figures.verdicts(found).set_index(["claim", "side"])
     row = v.loc[("Stage II (ours) is more robust than Stage I alone", "bpp side (% rate)")]
-    cell = g[(g.comparison == "Stage II > Stage I") & (g.side == "bpp")].iloc[0]
-    assert round(cell["mean"], 2) == row["ours"] and cell["verdict"] == row["verdict"]
+    cell = g[(g.comparison == "Stage II > Stage I") & (g.side == "bpp")
+             & (g.ruler == "damage")].iloc[0]
+    assert round(cell["mean"], 2) == row["ours"] and f"{cell['p']:.3g}" == row["p"]
+    assert cell["q"] < 0.05 and cell["verdict"] == "refuted at this scale"  # 8 of 8 crops
     md = claims.grid_markdown(g)
     assert f"{cell['mean']:+.2f} pts ✗" in md  # refuted on the rate side (7.6 % more)
     del found["ma2023"]

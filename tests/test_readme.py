@@ -75,14 +75,18 @@ def test_the_headline_numbers_are_in_the_results_it_names():
 def test_the_headline_counts_of_the_grid_are_its_marks():
     import csv
     with open(ROOT / "results/cpu/tables/verdict_grid.csv") as f:
-        verdicts = [c["verdict"] for c in csv.DictReader(f)]
-    said = re.search(r"(\d+) of (\d+) cells\s+confirmed, (\d+) refuted, (\d+) not significant",
-                     README)
+        cells = list(csv.DictReader(f))
+    text = re.sub(r"\s+", " ", README)
+    said = re.search(r"on damage (\d+) of (\d+) cells confirmed, (\d+) refuted, (\d+) not "
+                     r"significant .*? under attack (\d+) of (\d+) cells confirmed, (\d+) refuted",
+                     text)
     assert said, "the headline states the grid's counts"
-    assert [int(n) for n in said.groups()] == [
-        sum(v.startswith("confirmed") for v in verdicts), len(verdicts),
-        sum(v.startswith("refuted") for v in verdicts),
-        sum(v.startswith("not confirmed") for v in verdicts)]
+    count = {r: [c["verdict"] for c in cells if c["ruler"] == r] for r in ("damage", "absolute")}
+    n = {r: (sum(v.startswith("confirmed") for v in vs), len(vs),
+             sum(v.startswith("refuted") for v in vs)) for r, vs in count.items()}
+    got = [int(x) for x in said.groups()]
+    assert got[:3] + got[4:] == [*n["damage"], *n["absolute"]]
+    assert got[3] == sum(v.startswith("not confirmed") for v in count["damage"])
 
 
 def test_the_headline_test_can_fail():

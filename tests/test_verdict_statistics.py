@@ -56,3 +56,19 @@ def test_the_committed_grid_marks_follow_its_corrected_p_values():
     div2k = [c for c in cells if "DIV2K" in c["setting"]]
     assert div2k and all(c["verdict"].startswith("not confirmed") for c in div2k)
     assert all(int(c["n"]) == 4 for c in div2k)
+
+
+def test_the_absolute_ruler_reverses_pkdt_over_adversarial_training():
+    """Issue 33's example, from the committed grid: on hyper-q4, Kodak 8, PKDT takes less damage
+    than adversarial training (+0.45 dB) but its PSNR *under* the worst psnr attack is 0.50 dB
+    lower, because it starts 0.95 dB lower clean."""
+    with open(ROOT / "results/cpu/tables/verdict_grid.csv") as f:
+        cells = {(c["ruler"], c["setting"], c["comparison"], c["side"]): c
+                 for c in csv.DictReader(f)}
+    key = ("hyper-q4, Kodak 8", "PKDT > adversarial training", "psnr")
+    damage, absolute = cells[("damage", *key)], cells[("absolute", *key)]
+    assert float(damage["mean"]) == pytest.approx(0.45, abs=0.005)
+    assert float(absolute["mean"]) == pytest.approx(-0.50, abs=0.01)
+    assert float(absolute["clean"]) == pytest.approx(-0.95, abs=0.01)
+    assert damage["verdict"] == "confirmed at this scale"
+    assert absolute["verdict"] == "refuted at this scale"
