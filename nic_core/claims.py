@@ -323,3 +323,50 @@ def grid_markdown(g: pd.DataFrame, ruler: str = "damage") -> str:
             cells.append(" / ".join(part))
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+RATE_TOLS = (0.05, 0.10, 0.20)  # issue 33's sensitivity: the rate hold of the quality side
+
+
+def sensitivity(found: Dict[str, Dict[str, Any]], tols=RATE_TOLS) -> pd.DataFrame:
+    """The grid again with each results file's worst case rejudged at every rate-hold tolerance
+    of ``tols`` (:func:`nic_core.worst_case.rejudge`; files nested over two budgets, the eps
+    1e-3 settings, are left out): one row per cell whose mark changes with the tolerance, its
+    mean and mark at each. ``attrs["cells"]`` is the number of cells compared."""
+    from .worst_case import rejudge
+
+    grids = {}
+    for tol in tols:
+        judged = {}
+        for k, r in found.items():
+            if ((r.get("config") or {}).get("evaluation") or {}).get("nested"):
+                continue
+            if (r.get("attacks", {}).get("worst-psnr") or {}).get("members"):
+                judged[k] = rejudge(r, tol)
+        grids[tol] = grid(judged).set_index(["ruler", "setting", "comparison", "side"])
+    first = grids[tols[0]]
+    rows = []
+    for cell in first.index:
+        marks = [MARK[grids[t].loc[cell, "verdict"]] for t in tols]
+        if len(set(marks)) > 1:
+            rows.append({"ruler": cell[0], "setting": cell[1], "comparison": cell[2],
+                         "side": cell[3],
+                         **{f"rate tol {t:.0%}": f"{grids[t].loc[cell, 'mean']:+.2f} {m}"
+                            for t, m in zip(tols, marks)}})
+    out = pd.DataFrame(rows)
+    out.attrs["cells"] = len(first)
+    return out
+
+
+def sensitivity_markdown(df: pd.DataFrame) -> str:
+    """:func:`sensitivity` as Markdown, with how many cells it compared."""
+    head = (f"{len(df)} of {df.attrs['cells']} cells change their mark between a rate hold of "
+            + ", ".join(c.removeprefix("rate tol ") for c in df.columns if c.startswith("rate"))
+            + " (both rulers; Benjamini-Hochberg within each tolerance's grid; the eps 1e-3 "
+            "settings, nested over two budgets, left out):")
+    if df.empty:
+        return head.replace(":", ".")
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return head + "\n\n" + "\n".join(lines)

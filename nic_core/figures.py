@@ -30,7 +30,8 @@ from .tables import (BLOCKS, _cell, _damage, codecs, flat_markdown, load, markdo
                      matched_rate, seeds, table)
 from .strength import codec_steps, fig_codec_steps, read_history  # noqa: E402
 from .tuning import TUNE_DIR, TUNE_DIR_AT, fig_tuning, tuning, tuning_intervals  # noqa: E402
-from .claims import GRID_COMPARISONS, MARK, grid, grid_markdown, verdicts  # noqa: E402
+from .claims import (GRID_COMPARISONS, MARK, grid, grid_markdown, sensitivity,  # noqa: E402
+                     sensitivity_markdown, verdicts)
 
 REPO = Path(__file__).resolve().parents[1]
 # one colour per method in every figure
@@ -313,6 +314,22 @@ def fig_verdicts(g, ruler: str = "damage"):
     return fig
 
 
+def _verdict_grid(found, out: Path, tdir: Path) -> List[Path]:
+    """The verdict grid on both rulers (tables, CSV, figures) and its rate-hold sensitivity."""
+    g = grid(found)
+    (tdir / "verdict_grid.md").write_text(grid_markdown(g) + "\n")
+    (tdir / "verdict_grid_absolute.md").write_text(grid_markdown(g, "absolute") + "\n")
+    g.round(4).to_csv(tdir / "verdict_grid.csv", index=False)  # each cell's interval too
+    (tdir / "sensitivity_rate_tol.md").write_text(sensitivity_markdown(sensitivity(found)) + "\n")
+    written = [tdir / f"{n}.md" for n in ("verdict_grid", "verdict_grid_absolute",
+                                          "sensitivity_rate_tol")] + [tdir / "verdict_grid.csv"]
+    if not g.empty:
+        written += save(fig_verdicts(g[g.ruler == "damage"]), out, "fig_verdicts_cpu")
+        written += save(fig_verdicts(g[g.ruler == "absolute"], "absolute"), out,
+                        "fig_verdicts_absolute_cpu")
+    return written
+
+
 def save(fig, out_dir: Path, name: str) -> List[Path]:
     """PNG and PDF without timestamps or version strings (rebuilt byte-for-byte on one setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,16 +361,7 @@ def build(root=".", out_dir="figures", tables_dir="results/cpu/tables",
         df.round(4).to_csv(tdir / f"{name}.csv")
         (tdir / f"{name}.md").write_text(markdown(df) + "\n")
         written += [tdir / f"{name}.csv", tdir / f"{name}.md"]
-    g = grid(found)
-    (tdir / "verdict_grid.md").write_text(grid_markdown(g) + "\n")
-    (tdir / "verdict_grid_absolute.md").write_text(grid_markdown(g, "absolute") + "\n")
-    g.round(4).to_csv(tdir / "verdict_grid.csv", index=False)  # each cell's interval too
-    written += [tdir / f"verdict_grid{s}.md" for s in ("", "_absolute")]
-    written.append(tdir / "verdict_grid.csv")
-    if not g.empty:
-        written += save(fig_verdicts(g[g.ruler == "damage"]), out, "fig_verdicts_cpu")
-        written += save(fig_verdicts(g[g.ruler == "absolute"], "absolute"), out,
-                        "fig_verdicts_absolute_cpu")
+    written += _verdict_grid(found, out, tdir)
     for name, df in (("verdicts", verdicts(found)), ("codecs", codecs(found, root)),
                      ("codec_steps", codec_steps(root)),
                      ("seeds", seeds(found)), ("matched_rate", matched_rate(found)),

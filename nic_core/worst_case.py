@@ -100,3 +100,44 @@ def summarise(vals: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
             "stderr": {k: stats.mean_se([v[k] for v in vals])["se"]
                        for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")},
             "held": sum(bool(v["held"]) for v in vals)}
+
+
+def rejudge(results: Mapping[str, Any], rate_tol: float,
+            psnr_tol: Optional[float] = None) -> Dict[str, Any]:
+    """``results`` with every member's ``held`` and each image's worst case taken again under
+    another acceptance rule (issue 33's sensitivity: does the 5 % rate hold decide a verdict?).
+
+    Each member keeps the iterate its attack chose under the original rule; only which members
+    count as held changes (a looser rule may also have let the attack keep a stronger iterate:
+    the sensitivity is a lower bound on what the rule moves). The worst-case blocks' means,
+    errors and wins are recomputed; ``config.evaluation`` records the new rule.
+
+    Raises:
+        ValueError: a file without a worst case, or one nested over two budgets
+            (:func:`nic_core.budgets.nest`: rejudge both files, then nest them again).
+    """
+    import copy
+
+    ev = (results.get("config") or {}).get("evaluation") or {}
+    if ev.get("nested"):
+        raise ValueError(f"{results.get('name')!r} is nested over two budgets: rejudge its two "
+                         "files and nest them again")
+    members = (results.get("attacks", {}).get("worst-psnr") or {}).get("members")
+    if not members:
+        raise ValueError(f"{results.get('name')!r} has no worst case to rejudge")
+    psnr_tol = ev.get("psnr_tol", 1.0) if psnr_tol is None else psnr_tol
+    out = copy.deepcopy(dict(results))
+    kinds = {m: _attacks.parse_spec(m)[0] for m in members}
+    for row in out["per_image"]:
+        for m in members:
+            row["attacks"][m]["held"] = held(kinds[m], row["attacks"][m], row, rate_tol, psnr_tol)
+        for which in ("psnr", "bpp"):
+            row["attacks"][f"worst-{which}"] = worst(row, members, kinds, which)
+    for which in ("psnr", "bpp"):
+        block, rows = out["attacks"][f"worst-{which}"], out["per_image"]
+        block["wins"] = {m: sum(r["attacks"][f"worst-{which}"]["winner"] == m for r in rows)
+                         for m in members}
+        block.update(summarise([r["attacks"][f"worst-{which}"] for r in rows]))
+    out["config"] = {**out.get("config", {}), "evaluation": {**ev, "rate_tol": rate_tol,
+                                                             "psnr_tol": psnr_tol}}
+    return out
