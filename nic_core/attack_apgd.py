@@ -20,7 +20,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from .attack_budget import _bview
+from .attack_budget import bview
 
 ALPHA, RHO = 0.75, 0.75
 FIRST_STEP = 2.0  # times the ball's L2 radius
@@ -68,8 +68,8 @@ def control(i: int, s: Dict[str, torch.Tensor], n, g, at_checkpoint: torch.Tenso
     f = s["loss"]
     better = f < s["fbest"]
     s["fbest"] = torch.where(better, f, s["fbest"])
-    s["nbest"] = torch.where(_bview(better), n, s["nbest"])
-    s["gbest"] = torch.where(_bview(better), g, s["gbest"])
+    s["nbest"] = torch.where(bview(better), n, s["nbest"])
+    s["gbest"] = torch.where(bview(better), g, s["gbest"])
     if i > 0:
         s["succ"] = s["succ"] + (f < s["fprev"]).to(f.dtype)
     s["fprev"] = f
@@ -91,11 +91,11 @@ def step(i: int, n, g, s: Dict[str, torch.Tensor],
          project: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The next noise: a normalised gradient step of ``eta`` (descent on the loss), projected,
     then momentum (none on the first step and after a restart from the best point)."""
-    reset = _bview(s["reset"])
+    reset = bview(s["reset"])
     base = torch.where(reset, s["nbest"], n)
     grad = torch.where(reset, s["gbest"], g)
     gn = grad.flatten(1).norm(dim=1).clamp_min(1e-20)
-    z = project(base - _bview(s["eta"] / gn) * grad)
+    z = project(base - bview(s["eta"] / gn) * grad)
     if i > 0:
         mom = project(base + ALPHA * (z - base) + (1 - ALPHA) * (base - s["prev"]))
         z = torch.where(reset, z, mom)

@@ -24,7 +24,7 @@ _INIT_SCALE = 1e-5  # Chen & Ma start from uniform(-1e-5, 1e-5) noise
 # ---------------------------------------------------------------- input checks
 
 
-def _as_list(value, n: int, what: str) -> list:
+def as_list(value, n: int, what: str) -> list:
     """One value per sample.
 
     Args:
@@ -47,7 +47,7 @@ def _as_list(value, n: int, what: str) -> list:
     return [value] * n
 
 
-def _check_input(x: torch.Tensor) -> None:
+def check_input(x: torch.Tensor) -> None:
     """Check that ``x`` is a finite float [B,3,H,W] batch in [0, 1].
 
     Raises:
@@ -67,7 +67,7 @@ def _check_input(x: torch.Tensor) -> None:
         raise ValueError(f"x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
 
 
-def _positive(value, what: str) -> float:
+def check_positive(value, what: str) -> float:
     """``value`` as a finite positive float.
 
     Raises:
@@ -82,7 +82,7 @@ def _positive(value, what: str) -> float:
     return v
 
 
-def _check_iterations(values: list) -> List[int]:
+def check_iterations(values: list) -> List[int]:
     """Iteration counts as ints (integral floats accepted, bools not).
 
     Raises:
@@ -99,7 +99,7 @@ def _check_iterations(values: list) -> List[int]:
     return out
 
 
-def _check_uint8_budget(x: torch.Tensor, eps: float) -> None:
+def check_uint8_budget(x: torch.Tensor, eps: float) -> None:
     """Check that rounding ``x`` itself to 8 bits stays within ``eps`` (needed by ``to_uint8``).
 
     Raises:
@@ -114,12 +114,12 @@ def _check_uint8_budget(x: torch.Tensor, eps: float) -> None:
 # ---------------------------------------------------------------- budget geometry
 
 
-def _bview(t: torch.Tensor) -> torch.Tensor:
+def bview(t: torch.Tensor) -> torch.Tensor:
     """[B] -> [B,1,1,1] for broadcasting over images."""
     return t.view(-1, 1, 1, 1)
 
 
-def _project_budget(x, n, eps, linf=None):
+def project_budget(x, n, eps, linf=None):
     """Largest feasible scaling of each sample's noise: mean(n^2) <= eps * _SAFETY, |n| <= linf.
 
     ``x + s * n`` with ``0 <= s <= 1`` stays in [0, 1] when ``x`` and ``x + n`` do.
@@ -144,18 +144,18 @@ def _project_budget(x, n, eps, linf=None):
             break
         scale = torch.where(over, (target / mse.clamp_min(1e-30)).sqrt() * (1 - 1e-6),
                             torch.ones_like(mse)).to(n.dtype)
-        n = (x + n * _bview(scale)).clamp(0.0, 1.0) - x
+        n = (x + n * bview(scale)).clamp(0.0, 1.0) - x
     else:  # pragma: no cover - cannot happen, but never return an infeasible input
-        n = torch.where(_bview(over), torch.zeros_like(n), n)
+        n = torch.where(bview(over), torch.zeros_like(n), n)
     return x + n
 
 
-def _to_uint8(x, x_adv, eps):
+def round_to_uint8(x, x_adv, eps):
     """Round ``x_adv`` to the 8-bit grid, shrinking a sample's noise until it is within eps.
 
     Args:
         x: clean batch [B,3,H,W].
-        x_adv: feasible adversarial batch (see :func:`_project_budget`).
+        x_adv: feasible adversarial batch (see :func:`project_budget`).
         eps: MSE budget per sample.
 
     Returns:
@@ -163,7 +163,7 @@ def _to_uint8(x, x_adv, eps):
 
     Raises:
         ValueError: eps is below the 8-bit rounding error of ``x`` (checked up front by
-            :func:`_check_uint8_budget`, so this does not happen through ``attack``).
+            :func:`check_uint8_budget`, so this does not happen through ``attack``).
     """
     target = eps * _SAFETY
     n = x_adv - x
@@ -175,15 +175,15 @@ def _to_uint8(x, x_adv, eps):
         if not bool(over.any()):
             return out
         scale = torch.where(over, scale * 0.9 if k < 199 else torch.zeros_like(scale), scale)
-        cand = torch.round((x + n * _bview(scale)).clamp(0, 1) * 255) / 255
-        out = torch.where(_bview(over), cand, out)
+        cand = torch.round((x + n * bview(scale)).clamp(0, 1) * 255) / 255
+        out = torch.where(bview(over), cand, out)
     mse = (out.double() - x.double()).pow(2).flatten(1).mean(1)
     if bool((mse > target).any()):  # pragma: no cover - guarded by the check in attack()
         raise ValueError("eps is below the 8-bit rounding error of x")
     return out
 
 
-def _random_noise(x, eps, seed, linf=None):
+def random_noise(x, eps, seed, linf=None):
     """Gaussian noise whose clamped MSE is eps (bisection on its scale), per sample.
 
     Args:
@@ -221,7 +221,7 @@ def _random_noise(x, eps, seed, linf=None):
     return torch.stack(out)
 
 
-def _init_noise(x, families, objectives, seeds, starts, radius, linf: Optional[float], eps):
+def init_noise(x, families, objectives, seeds, starts, radius, linf: Optional[float], eps):
     """Per-sample start noise.
 
     Restart 0 (``starts[b] == 0``) is the kind's own start: tiny uniform noise (psnr, bpp,
@@ -235,7 +235,7 @@ def _init_noise(x, families, objectives, seeds, starts, radius, linf: Optional[f
     Args:
         x: clean batch [B,3,H,W].
         families, objectives, seeds, starts, radius: per-sample lists (see
-            :class:`nic_core.attack_loop._Loop`).
+            :class:`nic_core.attack_loop.AttackLoop`).
         linf: optional per-pixel cap on the noise.
         eps: MSE budget per sample.
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import attack_apgd as apgd
-from .attack_budget import _bview, _init_noise, _project_budget, _random_noise, _to_uint8
+from .attack_budget import bview, init_noise, project_budget, random_noise, round_to_uint8
 from .metrics import mse_per_sample, psnr
 from .models import codec_forward
 
@@ -64,7 +64,7 @@ class _ClampPassInward(torch.autograd.Function):
 
 
 @contextlib.contextmanager
-def _attack_mode(model: torch.nn.Module, channels_last: bool = True):
+def attack_mode(model: torch.nn.Module, channels_last: bool = True):
     """Eval mode, frozen parameters and channels_last for the attack; everything restored.
 
     Args:
@@ -168,12 +168,12 @@ def _outcome(objectives, d, bpp, d0, bpp0, rate_tol, psnr_tol):
     return score, held
 
 
-def _better(score, held, best_score, best_held):
+def is_better(score, held, best_score, best_held):
     """Held beats not held; then the higher score."""
     return (held & ~best_held) | ((held == best_held) & (score > best_score))
 
 
-class _Loop:
+class AttackLoop:
     """State of one batched attack: settings per sample, the working batch, Adam moments and
     the strongest iterate so far. :meth:`run` does the whole attack (model in attack mode)."""
 
@@ -223,9 +223,9 @@ class _Loop:
 
     def _judge(self, x, n, idx, to_uint8=False):
         """Project ``x + n`` on the budget (and the 8-bit grid), round-forward it, score it."""
-        x_adv = _project_budget(x, n, self.eps, self.linf)
+        x_adv = project_budget(x, n, self.eps, self.linf)
         if to_uint8:
-            x_adv = _to_uint8(x, x_adv, self.eps)
+            x_adv = round_to_uint8(x, x_adv, self.eps)
         with torch.no_grad():
             out = codec_forward(self.model, x_adv, quant="round")
         d = mse_per_sample(x, out["x_hat"].clamp(0, 1))
@@ -245,7 +245,7 @@ class _Loop:
             self.x_hat0 = clean["x_hat"].clamp(0, 1)
             self.bpp0 = clean["bpp"].detach()
             self.d0 = mse_per_sample(x, self.x_hat0)
-        n = _init_noise(x, self.families, self.objectives, self.seeds, self.starts, self.radius,
+        n = init_noise(x, self.families, self.objectives, self.seeds, self.starts, self.radius,
                         self.linf, self.eps).contiguous(memory_format=torch.channels_last)
         self.n_all = n.clone()
         self.best_all = n.clone()
@@ -264,7 +264,7 @@ class _Loop:
         loop_seconds = time.perf_counter() - t_loop
         noise_idx = [b for b in range(B) if self.families[b] == "noise"]
         if noise_idx:
-            self.n_all[noise_idx] = torch.cat([_random_noise(
+            self.n_all[noise_idx] = torch.cat([random_noise(
                 x[b:b + 1], self.eps, self.seeds[b], self.linf) for b in noise_idx]).to(
                 memory_format=torch.channels_last)
         idx = list(range(B))
@@ -272,12 +272,12 @@ class _Loop:
         final_it = torch.tensor(self.iters, device=dev)
         if self.keep_best and active:
             best = self._judge(x, self.best_all, idx, to_uint8)
-            use = _better(best["score"], best["held"], final["score"], final["held"])
+            use = is_better(best["score"], best["held"], final["score"], final["held"])
             use &= torch.tensor([b in active for b in idx], device=dev)
             use &= self.best_it >= 0  # a sample that never had a candidate keeps its final
             for k in ("score", "held", "bpp", "psnr"):
                 final[k] = torch.where(use, best[k], final[k])
-            final["x_adv"] = torch.where(_bview(use), best["x_adv"], final["x_adv"])
+            final["x_adv"] = torch.where(bview(use), best["x_adv"], final["x_adv"])
             final_it = torch.where(use, self.best_it, final_it)
         return {**final, "loss": self.loss_all, "best_iteration": final_it,
                 "loop_seconds": loop_seconds, "bpp_clean": self.bpp0,
@@ -304,9 +304,9 @@ class _Loop:
                       "bpp": mask(lambda f, o: o == "bpp"),
                       "ma2023": mask(lambda f, o: o == "ma2023")},
             "objectives": self._objective_masks(idx),
-            "fam": {f: _bview(torch.tensor([g == f for g in fam], device=dev)) for f in set(fam)},
-            "step": _bview(torch.tensor([self.steps[b] for b in idx], dtype=dt, device=dev)),
-            "radius": _bview(torch.tensor([self.radius[b] for b in idx], dtype=dt, device=dev)),
+            "fam": {f: bview(torch.tensor([g == f for g in fam], device=dev)) for f in set(fam)},
+            "step": bview(torch.tensor([self.steps[b] for b in idx], dtype=dt, device=dev)),
+            "radius": bview(torch.tensor([self.radius[b] for b in idx], dtype=dt, device=dev)),
             "iters": torch.tensor([self.iters[b] for b in idx], dtype=dt, device=dev),
             "random_start": torch.tensor([self.starts[b] > 0 for b in idx], device=dev),
         }
@@ -316,10 +316,10 @@ class _Loop:
         if self.schedule == "constant":
             return 1.0
         if self.schedule == "cosine":
-            return _bview(0.5 * (1 + torch.cos(math.pi * i / w["iters"])))
+            return bview(0.5 * (1 + torch.cos(math.pi * i / w["iters"])))
         # "plateau": constant for the first half, then a cosine decay to zero
         t = (2 * i / w["iters"] - 1).clamp(min=0.0)
-        return _bview(0.5 * (1 + torch.cos(math.pi * t)))
+        return bview(0.5 * (1 + torch.cos(math.pi * t)))
 
     def _track(self, i, s, n, d, bpp, w):
         """Keep the working batch's strongest in-budget iterate (``n`` judged by d, bpp)."""
@@ -328,11 +328,11 @@ class _Loop:
         ok = n.double().pow(2).flatten(1).mean(1) <= self.eps
         if i == 0:  # the near-zero start of restart 0 would "hold" trivially: not a candidate
             ok = ok & w["random_start"]
-        better = ok & _better(score, held, s["score"], s["held"])
+        better = ok & is_better(score, held, s["score"], s["held"])
         s["score"] = torch.where(better, score, s["score"])
         s["held"] = torch.where(better, held, s["held"])
         s["it"] = torch.where(better, torch.full_like(s["it"], i), s["it"])
-        s["best"] = torch.where(_bview(better), n, s["best"])
+        s["best"] = torch.where(bview(better), n, s["best"])
 
     def _retire(self, s, pos, keep):
         """Write finished samples back to the whole batch; shrink the working state."""
@@ -409,12 +409,12 @@ class _Loop:
                                                           -w["radius"])
         if "pgd-l2" in fam:
             gnorm = g.flatten(1).norm(dim=1).clamp_min(1e-20)
-            u = n - step * math.sqrt(numel) * g / _bview(gnorm)
+            u = n - step * math.sqrt(numel) * g / bview(gnorm)
             limit = w["radius"].flatten() * math.sqrt(numel)
             unorm = u.flatten(1).norm(dim=1).clamp_min(1e-20)
-            upd["pgd-l2"] = u * _bview((limit / unorm).clamp(max=1.0))
+            upd["pgd-l2"] = u * bview((limit / unorm).clamp(max=1.0))
         if "apgd" in fam:
-            upd["apgd"] = apgd.step(i, n, g, s, lambda u: _project_budget(
+            upd["apgd"] = apgd.step(i, n, g, s, lambda u: project_budget(
                 w["x"], u, self.eps, self.linf) - w["x"])
         if len(fam) == 1:
             new = upd[next(iter(fam))]

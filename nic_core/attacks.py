@@ -86,9 +86,9 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .attack_budget import (_as_list, _check_input, _check_iterations, _check_uint8_budget,
-                            _positive)
-from .attack_loop import SPECS, _attack_mode, _better, _Loop
+from .attack_budget import (as_list, check_input, check_iterations, check_uint8_budget,
+                            check_positive)
+from .attack_loop import SPECS, attack_mode, is_better, AttackLoop
 
 __all__ = ["ATTACKS", "DEFAULT_LR", "attack", "parse_spec", "side", "psnr_attack", "bpp_attack",
            "ma2023_attack", "pgd_attack", "fgsm_attack", "random_noise_attack"]
@@ -145,25 +145,25 @@ def _validate(x, kind, iterations, eps, lr, pgd_step, linf, quant, schedule, res
         ``(kinds, iters, num)``: one kind per sample, the iterations each sample actually runs
         (FGSM one, ``"noise"`` none), and the numeric settings ``eps``, ``lr`` (default
         :data:`DEFAULT_LR` filled in), ``pgd_step``, ``linf``, ``rate_tol``, ``psnr_tol`` as
-        floats (or None), ready as keywords of :class:`nic_core.attack_loop._Loop`.
+        floats (or None), ready as keywords of :class:`nic_core.attack_loop.AttackLoop`.
 
     Raises:
         ValueError: as listed in :func:`attack`.
     """
-    _check_input(x)
+    check_input(x)
     B = x.shape[0]
-    kinds = _as_list(kind, B, "kind")
+    kinds = as_list(kind, B, "kind")
     for k in kinds:
         if k not in SPECS:
             raise ValueError(f"unknown attack kind {k!r}; choose one of {ATTACKS}")
-    iters = _check_iterations(_as_list(iterations, B, "iterations"))
-    eps = _positive(eps, "eps")
+    iters = check_iterations(as_list(iterations, B, "iterations"))
+    eps = check_positive(eps, "eps")
     if lr is not None:
-        lr = _positive(lr, "lr")
+        lr = check_positive(lr, "lr")
     if pgd_step is not None:
-        pgd_step = _positive(pgd_step, "pgd_step")
+        pgd_step = check_positive(pgd_step, "pgd_step")
     if linf is not None:
-        linf = _positive(linf, "linf")
+        linf = check_positive(linf, "linf")
     if quant not in ("ste", "noise"):
         raise ValueError(f"quant must be 'ste' or 'noise' (rounding has zero gradient), "
                          f"got {quant!r}")
@@ -172,9 +172,9 @@ def _validate(x, kind, iterations, eps, lr, pgd_step, linf, quant, schedule, res
     for name, v in (("restarts", restarts), ("check_every", check_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    rate_tol, psnr_tol = _positive(rate_tol, "rate_tol"), _positive(psnr_tol, "psnr_tol")
+    rate_tol, psnr_tol = check_positive(rate_tol, "rate_tol"), check_positive(psnr_tol, "psnr_tol")
     if to_uint8:
-        _check_uint8_budget(x, eps)
+        check_uint8_budget(x, eps)
     families = [SPECS[k][0] for k in kinds]
     iters = [0 if f == "noise" else 1 if f == "fgsm" else i for f, i in zip(families, iters)]
     num = {"eps": eps, "lr": lr if lr is not None else DEFAULT_LR, "pgd_step": pgd_step,
@@ -193,7 +193,7 @@ def _best_restart(score: torch.Tensor, held: torch.Tensor, restarts: int) -> tor
     score, held = score.view(restarts, B), held.view(restarts, B)
     win = torch.zeros(B, dtype=torch.long, device=score.device)
     for r in range(1, restarts):
-        better = _better(score[r], held[r], score[win, pick], held[win, pick])
+        better = is_better(score[r], held[r], score[win, pick], held[win, pick])
         win = torch.where(better, torch.full_like(win, r), win)
     return win * B + pick
 
@@ -257,7 +257,7 @@ def attack(model: torch.nn.Module, x: torch.Tensor, kind: Union[str, Sequence[st
             rounding error of ``x``.
     """
     t_start = time.perf_counter()
-    _check_input(x)
+    check_input(x)
     B = x.shape[0]
     t_start = time.perf_counter()
     kinds, iters, num = _validate(x, kind, iterations, eps, lr, pgd_step, linf, quant, schedule,
@@ -265,10 +265,10 @@ def attack(model: torch.nn.Module, x: torch.Tensor, kind: Union[str, Sequence[st
     # restarts are samples of one batch: index r * B + b
     B, R = x.shape[0], restarts
     xr = x.detach().repeat(R, 1, 1, 1) if R > 1 else x.detach()
-    loop = _Loop(model, xr, kinds * R, iters * R, [s for s in range(R) for _ in range(B)],
+    loop = AttackLoop(model, xr, kinds * R, iters * R, [s for s in range(R) for _ in range(B)],
                  [seed + r for r in range(R) for _ in range(B)], quant=quant, seed=seed,
                  schedule=schedule, keep_best=keep_best, check_every=check_every, **num)
-    with _attack_mode(model):
+    with attack_mode(model):
         res = loop.run(progress, to_uint8)
     pick = _best_restart(res["score"], res["held"], R)
     x_adv = res["x_adv"][pick].contiguous()

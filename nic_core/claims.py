@@ -16,7 +16,7 @@ import pandas as pd
 from . import stats
 from .registry import (FROM_Q4LONG, LABELS, LONG, MORE_AT, OTHER_RATES, TABLE1_AT, VARIANTS,
                        at_q4long)
-from .tables import _damage
+from .tables import per_image_damage
 
 # The paper's claims, each as (claim, side, model a, model b, the paper's b - a or a's damage,
 # attack). Robustness = damage (a PSNR loss is negative, a rate gain positive); "b more robust
@@ -187,12 +187,12 @@ def verdict(found: Dict[str, Dict[str, Any]], side: str, a: Optional[str], b: st
         if a is None or attack is not None:
             raise ValueError("the absolute ruler compares two models under their worst case")
         return _absolute(found, side, a, b)
-    db = _damage(found[b], side, attack)
+    db = per_image_damage(found[b], side, attack)
     if a is None:
         diffs = list(db.values())
         good = -1 if side == "psnr" else 1  # damage: a PSNR loss, a rate gain
     else:
-        da = _damage(found[a], side, attack)
+        da = per_image_damage(found[a], side, attack)
         diffs = [db[n] - da[n] for n in db if n in da]
         good = 1 if side == "psnr" else -1  # b more robust: smaller loss / gain
     return {**stats.paired_test(diffs), "good": good}

@@ -130,7 +130,7 @@ DEFAULT_CHECKPOINTS = "models/cpu/hyper-q4/model.pt,models/cpu/hyper-q4-pkdt/mod
 DEFAULT_EPS_GRID = "0.0001,0.00025,0.0005,0.001,0.002"
 
 
-def _eps_key(eps: float) -> float:
+def eps_key(eps: float) -> float:
     """eps as a cache key: 6 significant digits, so 5e-4 and 0.0005000000001 coincide."""
     return float(f"{float(eps):.6g}")
 
@@ -139,7 +139,7 @@ def parse_eps_grid(spec) -> List[float]:
     """``"0.0001,0.0005"`` (or a list of numbers) -> sorted unique positive floats."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     try:
-        vals = sorted({_eps_key(float(str(v).strip())) for v in items if str(v).strip()})
+        vals = sorted({eps_key(float(str(v).strip())) for v in items if str(v).strip()})
     except ValueError:
         raise ValueError(f"eps_grid must be comma-separated numbers, got {spec!r}") from None
     if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):

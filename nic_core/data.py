@@ -178,7 +178,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def _has_images(folder: Path) -> bool:
+def has_images(folder: Path) -> bool:
     return folder.is_dir() and any(_is_image_file(p) for p in folder.iterdir())
 
 
@@ -266,7 +266,7 @@ def find_test_set(name: str = "kodak",
     root = existing_data_root(data_root)
     if key == "kodak":
         folder = root / "kodak"
-        if not _has_images(folder):
+        if not has_images(folder):
             return _fallback("kodak", f"{folder} {_folder_state(folder)}", "test")
         paths = list_images(folder)
         count = (f"{len(paths)} images" if len(paths) == KODAK_COUNT
@@ -274,7 +274,7 @@ def find_test_set(name: str = "kodak",
         return paths, f"Kodak ({count}, {folder})"
     hr, lr = root / "div2k_valid" / "HR", root / "div2k_valid" / "LR_x4"
     for folder, label in ((hr, "HR"), (lr, "LR x4")):
-        if _has_images(folder):
+        if has_images(folder):
             paths = list_images(folder)
             return paths, (f"DIV2K valid {label} ({len(paths)} of {DIV2K_VALID_COUNT} "
                            f"images, {folder})")
@@ -306,7 +306,7 @@ def find_train_set(data_root: str | os.PathLike | None = None,
         ``UserWarning`` is issued.
     """
     folder = existing_data_root(data_root) / "train"
-    if not _has_images(folder):
+    if not has_images(folder):
         paths, desc = _fallback("the train folder", f"{folder} {_folder_state(folder)}", "train")
     else:
         paths, desc = list_images(folder), f"train folder {folder}"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from . import jpeg as _jpeg  # the module, not its names: jpeg imports runs, which imports this one
+from . import jpeg as _jpeg
 
 __all__ = ["InputTransform", "jpeg", "blur", "DEFENCES", "wrap"]
 

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 from tqdm.auto import tqdm
 
 from . import cli
-from .data import DataError, _has_images, check_images, list_images, resolve_data_root
+from .data import DataError, has_images, check_images, list_images, resolve_data_root
 
 __all__ = ["KODAK_SHA256", "Remote", "REMOTES", "download", "main"]
 
@@ -187,7 +187,7 @@ def download(name: str, to: str | os.PathLike, base_url: str | None = None,
     files = dict(remote.files if manifest is None else manifest)
     base = (base_url or remote.base_url).rstrip("/") + "/"
     dest = Path(to).expanduser() / remote.dest
-    if remote.unzip and _has_images(dest):
+    if remote.unzip and has_images(dest):
         print(f"{dest} already holds images; not downloading {name} again "
               f"(delete the folder to force it)")
         files = {}

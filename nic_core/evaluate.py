@@ -33,8 +33,8 @@ from . import worst_case as _wc
 from .journal import Journal, stop_on_signals, tensors_sha256, weights_sha256
 from .metrics import ms_ssim, psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
-from .results import (ATTACK_KEYS, CLEAN_KEYS, REQUIRED_KEYS, REQUIRED_RESULTS, _mean, _num,
-                      _plain, load_results, save_results)
+from .results import (ATTACK_KEYS, CLEAN_KEYS, REQUIRED_KEYS, REQUIRED_RESULTS, mean_or_none, plain_number,
+                      plain_values, load_results, save_results)
 
 
 __all__ = ["evaluate_robustness", "parse_attacks", "save_results", "load_results", "CLEAN_KEYS",
@@ -48,7 +48,7 @@ PROTOCOL = 2
 Images = Union[torch.Tensor, Sequence[Tuple[str, torch.Tensor]]]
 
 
-def _as_images(images: Images) -> List[Tuple[str, torch.Tensor]]:
+def as_images(images: Images) -> List[Tuple[str, torch.Tensor]]:
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be a [B,3,H,W] tensor or a list of (name, [3,H,W]) "
@@ -69,25 +69,25 @@ def _as_images(images: Images) -> List[Tuple[str, torch.Tensor]]:
     return out
 
 
-def _measure(model, x_ref, x_in, real: bool) -> Dict[str, List[Optional[float]]]:
+def measure_coding(model, x_ref, x_in, real: bool) -> Dict[str, List[Optional[float]]]:
     """Estimated and (optionally) real rate of coding ``x_in``; quality against ``x_ref``."""
     with torch.no_grad():
         out = codec_forward(model, x_in, quant="round")
     B = x_in.shape[0]
-    m = {"bpp-est": [_num(v) for v in out["bpp"]],
-         "bpp_main-est": [_num(v) for v in out["bpp_main"]]}
+    m = {"bpp-est": [plain_number(v) for v in out["bpp"]],
+         "bpp_main-est": [plain_number(v) for v in out["bpp_main"]]}
     if real:
         rc = real_codec(model, x_in, update=False)
         x_hat = rc["x_hat"]
-        m["bpp"] = [_num(v) for v in rc["bpp"]]
+        m["bpp"] = [plain_number(v) for v in rc["bpp"]]
         m["encoding_time"] = [rc["enc_s"] / B] * B
         m["decoding_time"] = [rc["dec_s"] / B] * B
     else:
         x_hat = out["x_hat"].clamp(0, 1)
         m["bpp"] = list(m["bpp-est"])
         m["encoding_time"] = m["decoding_time"] = [None] * B
-    m["psnr-rgb"] = [_num(v) for v in psnr(x_ref, x_hat)]
-    m["ms-ssim-rgb"] = [_num(v) for v in ms_ssim(x_ref, x_hat)]
+    m["psnr-rgb"] = [plain_number(v) for v in psnr(x_ref, x_hat)]
+    m["ms-ssim-rgb"] = [plain_number(v) for v in ms_ssim(x_ref, x_hat)]
     return m
 
 
@@ -163,7 +163,7 @@ def _attack_row(att: Mapping[str, list], adv: Mapping[str, Any], b: int,
             "delta-psnr": (None if att["psnr-rgb"][b] is None or clean["psnr-rgb"] is None
                            else att["psnr-rgb"][b] - clean["psnr-rgb"]),
             "delta-bpp": att["bpp"][b] - clean["bpp"],
-            "noise-mse": nmse, "noise-psnr": _num(psnr_from_mse(nmse)),
+            "noise-mse": nmse, "noise-psnr": plain_number(psnr_from_mse(nmse)),
             "budget-use": nmse / eps,
             "best-iteration": int(adv["best_iteration"][b]),
             "restart": int(adv["restart"][b]),
@@ -192,7 +192,7 @@ def _group_rows(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]], i
     call per gradient path and schedule), worst case."""
     x = torch.stack([items[i][1] for i in idx]).to(next(model.parameters()).device)
     n = len(idx)
-    clean = _measure(model, x, x, real)
+    clean = measure_coding(model, x, x, real)
     rows = [{"name": items[i][0], "height": int(x.shape[-2]), "width": int(x.shape[-1]),
              **{k: clean[k][j] for k in CLEAN_KEYS}, "attacks": {}}
             for j, i in enumerate(idx)]
@@ -203,7 +203,7 @@ def _group_rows(model: torch.nn.Module, items: List[Tuple[str, torch.Tensor]], i
         adv = _attacks.attack(
             model, x.repeat(len(keys), 1, 1, 1), [specs[k][0] for k in keys for _ in idx],
             iterations=[specs[k][2] for k in keys for _ in idx], quant=q, schedule=sch, **kw)
-        att = _measure(model, x.repeat(len(keys), 1, 1, 1), adv["x_adv"], real)
+        att = measure_coding(model, x.repeat(len(keys), 1, 1, 1), adv["x_adv"], real)
         _add_attack_rows(rows, keys, specs, adv, att, kw, adversarial)
         bar.update(n * kw["restarts"] * sum(specs[k][2] for k in keys))
     _wc.add_worst(rows, members, specs)
@@ -279,14 +279,14 @@ def _results(name, description, dataset, config: Optional[Mapping[str, Any]],
         "name": str(name),
         "description": str(description),
         "dataset": str(dataset),
-        "config": {**_plain(dict(config or {})), "evaluation": _plain(settings)},
-        "results": {k: [_mean(r[k] for r in per_image)] for k in CLEAN_KEYS},
+        "config": {**plain_values(dict(config or {})), "evaluation": plain_values(settings)},
+        "results": {k: [mean_or_none(r[k] for r in per_image)] for k in CLEAN_KEYS},
         "stderr": {k: stats.mean_se([r[k] for r in per_image])["se"] for k in ("psnr-rgb", "bpp")},
         "attacks": blocks,
         "per_image": per_image,
         "findings": findings,
     }
-    return _plain(results)
+    return plain_values(results)
 
 
 def evaluate_robustness(model: torch.nn.Module, images: Images,
@@ -345,7 +345,7 @@ def evaluate_robustness(model: torch.nn.Module, images: Images,
     Returns:
         The results dict described in :mod:`nic_core.results`, plus ``"findings"`` (list of str).
     """
-    items = _as_images(images)
+    items = as_images(images)
     specs, members = _merge_specs(attacks, worst_case, quant, iterations, schedule)
     _check_inputs(items, batch_size)
     settings = {"attacks": list(specs), "worst_case": members, "eps": eps,

@@ -40,7 +40,7 @@ import torch
 
 from . import attacks as _attacks
 from . import checkpoints, cli, config, data, explorer_view, runs
-from .config import DEFAULT_CHECKPOINTS, _eps_key, cli_params, parse_eps_grid
+from .config import DEFAULT_CHECKPOINTS, eps_key, cli_params, parse_eps_grid
 from .explorer_view import ATTACK_LABELS
 from .metrics import psnr, psnr_from_mse, real_codec, update_entropy_tables
 from .models import codec_forward
@@ -238,7 +238,7 @@ class Explorer:
         return next(model.parameters()).device
 
     @torch.no_grad()
-    def _measure(self, model, x: torch.Tensor, x_in: torch.Tensor) -> Dict[str, Any]:
+    def measure_coding(self, model, x: torch.Tensor, x_in: torch.Tensor) -> Dict[str, Any]:
         """Estimated and real (bitstream) bpp of coding ``x_in``; PSNR against ``x``."""
         est = codec_forward(model, x_in, quant="round")
         rc = real_codec(model, x_in, update=False)
@@ -253,12 +253,12 @@ class Explorer:
         if key not in self.clean_cache:
             m = self.models[model]
             x = self.image(name)[None].to(self._device(m))
-            self.clean_cache[key] = self._measure(m, x, x)
+            self.clean_cache[key] = self.measure_coding(m, x, x)
             self.n_clean += 1
         return self.clean_cache[key]
 
     def key(self, name: str, attack: str, eps: float, iterations: int, model: str) -> tuple:
-        return (name, attack, _eps_key(eps), int(iterations), model)
+        return (name, attack, eps_key(eps), int(iterations), model)
 
     def cached(self, name, attack, eps, iterations, model) -> bool:
         return self.key(name, attack, eps, iterations, model) in self.cache
@@ -289,7 +289,7 @@ class Explorer:
         nmse = float(adv["noise_mse"][0])
         res = {"image": name, "attack": attack, "eps": k[2], "iterations": k[3], "model": model,
                "x": x[0].cpu(), "x_adv": x_adv[0].cpu(), "clean": clean,
-               "attacked": self._measure(m, x, x_adv), "noise_mse": nmse,
+               "attacked": self.measure_coding(m, x, x_adv), "noise_mse": nmse,
                "noise_psnr": psnr_from_mse(nmse), "seconds": seconds}
         self.cache[k] = res
         self.n_attacks += 1
@@ -372,7 +372,7 @@ def setup(cfg: Dict[str, Any], log: Callable[[str], None] = print) -> Explorer:
                          cfg["fallback_dir"], cfg["data_root"], device, cfg["progress"], log)
     return Explorer(models, images, crop=cfg["crop"], lr=cfg["attack_lr"],
                     quant=cfg["attack_quant"], seed=cfg["seed"],
-                    eps_grid=parse_eps_grid(cfg["eps_grid"]) + [_eps_key(cfg["eps"])],
+                    eps_grid=parse_eps_grid(cfg["eps_grid"]) + [eps_key(cfg["eps"])],
                     dataset=desc)
 
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .config import _eps_key
+from .config import eps_key
 
 ATTACK_LABELS = {
     "psnr": "psnr attack (eq. 6)",
@@ -81,7 +81,7 @@ def table_html(ex, name, attack, eps, iterations, models) -> str:
     style = ("<style>.nic-explorer-metrics td, .nic-explorer-metrics th "
              "{padding: 1px 9px; text-align: right;}</style>")
     return (f"{style}<div class='nic-metrics'><b>{ATTACK_LABELS.get(attack, attack)}</b>, "
-            f"eps = {_eps_key(eps):g}, {int(iterations)} iterations, image {name}"
+            f"eps = {eps_key(eps):g}, {int(iterations)} iterations, image {name}"
             f"{body}</div>")
 
 def figure(ex, name: str, attack: str, eps: float, iterations: int,
@@ -138,14 +138,14 @@ def figure(ex, name: str, attack: str, eps: float, iterations: int,
         ax_b.axhline(clean["bpp_real"], color=c, ls="--", lw=1, label=f"{m} clean")
     for ax, yl in ((ax_p, "PSNR (dB) vs original"), (ax_b, "bpp (real)")):
         ax.set_xscale("log")
-        ax.axvline(_eps_key(eps), color="k", alpha=0.3, lw=3)
+        ax.axvline(eps_key(eps), color="k", alpha=0.3, lw=3)
         ax.set_xlabel("eps (mean squared noise)")
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     h, w = results[0]["x"].shape[-2:]
     fig.suptitle(f"{ATTACK_LABELS.get(attack, attack)} on {name} ({h}x{w} px), "
-                 f"eps = {_eps_key(eps):g}, {int(iterations)} iterations", fontsize=11)
+                 f"eps = {eps_key(eps):g}, {int(iterations)} iterations", fontsize=11)
     return fig
 
 def figure_png(ex, name, attack, eps, iterations, models) -> bytes:

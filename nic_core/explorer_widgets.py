@@ -12,7 +12,7 @@ from typing import Optional
 import ipywidgets as W
 
 from . import attacks as _attacks
-from .config import _eps_key
+from .config import eps_key
 from .data import DataError
 from .explorer_view import ATTACK_LABELS
 from .metrics import psnr_from_mse
@@ -30,8 +30,8 @@ class ExplorerUI:
     def __init__(self, ex, image, attack, eps, iterations, models, precompute):
         self.ex = ex
         grid = list(ex.eps_grid)
-        if _eps_key(eps) not in grid:
-            grid = sorted(set(grid) | {_eps_key(eps)})
+        if eps_key(eps) not in grid:
+            grid = sorted(set(grid) | {eps_key(eps)})
             ex.eps_grid = grid
         models = list(models) if models is not None else list(ex.models)
         slow = dict(continuous_update=False)
@@ -45,7 +45,7 @@ class ExplorerUI:
                                  value=attack, description="attack", style=style,
                                  layout=W.Layout(width="300px"))
         self.eps = W.SelectionSlider(options=[(f"{e:g}", e) for e in grid],
-                                     value=_eps_key(eps), description="eps (MSE)", style=style,
+                                     value=eps_key(eps), description="eps (MSE)", style=style,
                                      layout=W.Layout(width="420px"), **slow)
         self.eps.add_class("nic-eps")
         self.eps_db = W.HTML()

@@ -26,7 +26,7 @@ from .results import load_results  # noqa: E402
 from .registry import (LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
                        PAPER_TABLE2_AT, PRETRAINED, RUNS, TABLE1_AT, TABLE1_K24, TABLE1_K24_AT,
                        TABLE1_ROWS, TABLE2_AT, TABLE2_ROWS, at_q4long)
-from .tables import (BLOCKS, _cell, _damage, codecs, flat_markdown, load, markdown,  # noqa: E402
+from .tables import (BLOCKS, table_cell, per_image_damage, codecs, flat_markdown, load, markdown,  # noqa: E402
                      matched_rate, seeds, table)
 from .strength import codec_steps, fig_codec_steps, read_history  # noqa: E402
 from .tuning import TUNE_DIR, TUNE_DIR_AT, fig_tuning, tuning, tuning_intervals  # noqa: E402
@@ -48,7 +48,7 @@ def _points(found, keys, kind):
     pts = []
     for k in keys:
         if k in found and k != "jpeg":
-            b, p = _cell(found[k], kind, "bpp"), _cell(found[k], kind, "psnr-rgb")
+            b, p = table_cell(found[k], kind, "bpp"), table_cell(found[k], kind, "psnr-rgb")
             if b is not None and p is not None:
                 pts.append((b, p, viz._se(found[k], kind, "psnr-rgb") or 0.0))
     return sorted(pts)
@@ -170,7 +170,7 @@ def fig_eps(found: Dict[str, Dict[str, Any]], rows=EPS_ROWS, title: Optional[str
             for i, k in enumerate(keys):
                 if k not in found:
                     continue
-                ms = stats.mean_se(list(_damage(found[k], side).values()))
+                ms = stats.mean_se(list(per_image_damage(found[k], side).values()))
                 ax.bar(i + 0.38 * j, ms["mean"], 0.36, yerr=ms["se"] or 0, capsize=3,
                        color=colour(EPS_MODELS[i][0]), alpha=1.0 if j == 0 else 0.55,
                        label=f"eps {eps}" if i == 0 else None)

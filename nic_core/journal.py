@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-from .results import _plain
+from .results import plain_values
 
 __all__ = ["Journal", "Stopped", "stop_on_signals", "weights_sha256", "tensors_sha256",
            "journal_path", "remove"]
@@ -120,7 +120,7 @@ class Journal:
 
     def __init__(self, path, header: Mapping[str, Any], fresh: bool = False, rank: int = 0):
         self.path = Path(path)
-        self.header = _plain(dict(header))
+        self.header = plain_values(dict(header))
         self.rank = rank
         self.file = _rank_file(self.path, rank)
         self.tensors_dir = self.path.with_name(self.path.name + ".d")
@@ -183,7 +183,7 @@ class Journal:
         """Add one finished unit, durably: its tensors file first (atomic), then its record
         line (append + flush + fsync); SIGTERM / SIGINT wait until both are written."""
         with _deferred_signals():
-            rec: Dict[str, Any] = {"key": key, "rows": _plain(rows)}
+            rec: Dict[str, Any] = {"key": key, "rows": plain_values(rows)}
             if tensors is not None:
                 from .checkpoints import atomic_torch_save
                 name = hashlib.sha1(key.encode()).hexdigest()[:16] + ".pt"

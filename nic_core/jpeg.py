@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import cli, config, evaluate, runs
+from . import cli, config, evaluate
 from .metrics import psnr
 from .stats import interpolate_rd
 
@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--vs", nargs="*", default=[], help="metrics.json files to compare")
     args = ap.parse_args(argv)
+    from . import runs  # the CLI only: runs imports defenses, which imports this module
     cfg = config.validate("pretrain", config.cli_params(args.params, args.p))
     images, desc = runs.test_images(cfg)
     curve = jpeg_curve(images, [int(q) for q in args.qualities.split(",")], desc)

@@ -52,7 +52,7 @@ REQUIRED_KEYS = ("name", "results")
 REQUIRED_RESULTS = ("psnr-rgb", "bpp")
 
 
-def _num(v) -> Optional[float]:
+def plain_number(v) -> Optional[float]:
     """A finite float, or None for NaN / inf / None."""
     if v is None:
         return None
@@ -60,30 +60,30 @@ def _num(v) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def _mean(values) -> Optional[float]:
+def mean_or_none(values) -> Optional[float]:
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
 
 
-def _plain(obj: Any) -> Any:
+def plain_values(obj: Any) -> Any:
     """Plain JSON values: dicts with str keys, lists, str, int, float (finite), bool, None."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain_values(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):
-        return [_plain(v) for v in obj]
+        return [plain_values(v) for v in obj]
     if isinstance(obj, bool) or obj is None or isinstance(obj, str):
         return obj
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):
-        return _num(obj)
+        return plain_number(obj)
     if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return _plain(obj.item())
+        return plain_values(obj.item())
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         try:
-            return _plain(obj.item())
+            return plain_values(obj.item())
         except (TypeError, ValueError):
             pass
     return str(obj)
@@ -93,7 +93,7 @@ def save_results(results: Mapping[str, Any], path) -> Path:
     """Write results as strict JSON (NaN / inf become null), atomically (temp + os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(results), indent=2, allow_nan=False)
+    text = json.dumps(plain_values(results), indent=2, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -17,7 +17,7 @@ import pandas as pd
 from . import stats
 from .jpeg import margin_over_jpeg, margin_per_image
 from .results import load_results
-from .tables import _paired
+from .tables import paired_ci_text
 
 JPEG8 = "results/cpu/jpeg_kodak8.json"
 
@@ -132,11 +132,11 @@ def codec_steps(root=".") -> pd.DataFrame:
             "margin of a (dB)": round(sum(ma.values()) / len(ma), 2),
             "margin of b (dB)": round(sum(mb.values()) / len(mb), 2),
             "b at its mean point (dB)": _round(margin_over_jpeg(rb, load_results(Path(root) / JPEG8))),
-            "margin b - a (dB)": _paired(ma, mb) + ("" if len(ma) == len(mb) == len(ba) else
+            "margin b - a (dB)": paired_ci_text(ma, mb) + ("" if len(ma) == len(mb) == len(ba) else
                                                    f" ({len(set(ma) & set(mb))} crops)"),
-            "clean PSNR (dB)": _paired(stats.per_image_values(ra, None, "psnr-rgb"),
+            "clean PSNR (dB)": paired_ci_text(stats.per_image_values(ra, None, "psnr-rgb"),
                                        stats.per_image_values(rb, None, "psnr-rgb")),
-            "clean rate (%)": _paired({n: 100.0 for n in ba},
+            "clean rate (%)": paired_ci_text({n: 100.0 for n in ba},
                                       {n: 100 * v / ba[n] for n, v in bb.items() if n in ba}),
         })
     return pd.DataFrame(rows)

@@ -41,7 +41,7 @@ def load(root=".") -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
     return found, notes
 
 
-def _cell(r: Dict[str, Any], kind: Optional[str], key: str) -> Optional[float]:
+def table_cell(r: Dict[str, Any], kind: Optional[str], key: str) -> Optional[float]:
     res = r["results"] if kind is None else (r.get("attacks", {}).get(kind) or {}).get("results")
     v = (res or {}).get(key, [None])[-1]
     return None if v is None else float(v)
@@ -55,8 +55,8 @@ def table(found: Dict[str, Dict[str, Any]], rows, paper: Dict[str, tuple]) -> pd
             r = found[key]
             rec = {"method": LABELS[key], "source": "ours (CPU)"}
             for label, kind in BLOCKS:
-                rec[(label, "bpp")] = _cell(r, kind, "bpp")
-                rec[(label, "psnr")] = _cell(r, kind, "psnr-rgb")
+                rec[(label, "bpp")] = table_cell(r, kind, "bpp")
+                rec[(label, "psnr")] = table_cell(r, kind, "psnr-rgb")
             for label, kind, dkey, scale in DAMAGE:
                 d = [v * (100 / c if scale else 1) for v, c in zip(
                     stats.per_image_values(r, kind, dkey).values(),
@@ -93,7 +93,7 @@ def markdown(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _damage(r: Dict[str, Any], side: str, attack: Optional[str] = None) -> Dict[str, float]:
+def per_image_damage(r: Dict[str, Any], side: str, attack: Optional[str] = None) -> Dict[str, float]:
     """Per image: PSNR change (dB) under the quality-side attack, or rate change (% of the
     clean rate) under the rate-side attack (the worst case unless ``attack`` is given)."""
     if side == "psnr":
@@ -186,7 +186,7 @@ SEED_PAIRS += tuple((f"{LABELS.get(m, m)}: from hyper-q6-wide-p256-long2 - from 
                      f"{m}-q6widep256long2") for m in ("pretrained", *METHODS))
 
 
-def _paired(a: Dict[str, float], b: Dict[str, float]) -> str:
+def paired_ci_text(a: Dict[str, float], b: Dict[str, float]) -> str:
     ci = stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
     return f"{ci['mean']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
 
@@ -204,12 +204,12 @@ def seeds(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
         ba, bb = (stats.per_image_values(r, None, "bpp") for r in (ra, rb))
         rows.append({
             "difference (b - a)": what,
-            "clean PSNR (dB)": _paired(stats.per_image_values(ra, None, "psnr-rgb"),
+            "clean PSNR (dB)": paired_ci_text(stats.per_image_values(ra, None, "psnr-rgb"),
                                        stats.per_image_values(rb, None, "psnr-rgb")),
-            "clean rate (%)": _paired({n: 100.0 for n in ba},
+            "clean rate (%)": paired_ci_text({n: 100.0 for n in ba},
                                       {n: 100 * v / ba[n] for n, v in bb.items() if n in ba}),
-            "dPSNR psnr attack (dB)": _paired(_damage(ra, "psnr"), _damage(rb, "psnr")),
-            "dbpp bpp attack (% points)": _paired(_damage(ra, "bpp"), _damage(rb, "bpp")),
+            "dPSNR psnr attack (dB)": paired_ci_text(per_image_damage(ra, "psnr"), per_image_damage(rb, "psnr")),
+            "dbpp bpp attack (% points)": paired_ci_text(per_image_damage(ra, "bpp"), per_image_damage(rb, "bpp")),
         })
     return pd.DataFrame(rows)
 
@@ -224,7 +224,7 @@ def _curve_at(found, image: str, rate: float, kind: Optional[str], what: str) ->
             continue
         b = stats.per_image_values(found[k], None, "bpp").get(image)
         v = (stats.per_image_values(found[k], kind, "psnr-rgb") if what == "psnr"
-             else _damage(found[k], "bpp")).get(image)
+             else per_image_damage(found[k], "bpp")).get(image)
         if b is not None and v is not None:
             pts.append((b, v))
     return stats.interpolate_rd(pts, rate) if len(pts) >= 2 else None
@@ -255,7 +255,7 @@ def matched_rate(found: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
                 ("PSNR under psnr attack (dB)", "worst-psnr", "psnr",
                  stats.per_image_values(r, "worst-psnr", "psnr-rgb")),
                 ("rate gain under bpp attack (% points)", "worst-bpp", "gain",
-                 _damage(r, "bpp"))):
+                 per_image_damage(r, "bpp"))):
             diffs = [mine[n] - c for n, b in rates.items() if n in mine
                      for c in [_curve_at(found, n, b, kind, what)] if c is not None]
             row["images"] = min(row.get("images", len(diffs)), len(diffs))

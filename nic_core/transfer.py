@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 
 from . import attacks as _attacks
 from . import stats
-from .evaluate import Images, _as_images, _measure, evaluate_robustness
+from .evaluate import Images, as_images, measure_coding, evaluate_robustness
 from .journal import Journal, journal_path, remove, stop_on_signals, tensors_sha256, weights_sha256
 from .metrics import update_entropy_tables
-from .results import _mean, _plain, save_results
+from .results import mean_or_none, plain_values, save_results
 
 __all__ = ["transfer_matrix", "saturation", "main"]
 
@@ -61,7 +61,7 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
         ``{"attack", "eps", "models", "delta-psnr": [[...]], "delta-bpp": [[...]],
         "per_image": {source: {target: {image: {"delta-psnr", "delta-bpp"}}}}, "masking": [...]}``
     """
-    items = _as_images(images)
+    items = as_images(images)
     kind, q, it, sch = _attacks.parse_spec(attack, quant, iterations)
     if sch is not None:
         attack_kw["schedule"] = sch
@@ -89,14 +89,14 @@ def transfer_matrix(models: Mapping[str, torch.nn.Module], images: Images, attac
     clean_bpp: Dict[str, float] = {}
     for tgt in names:
         _code_on_target(models[tgt], tgt, names, items, adv_by_source, per, clean_bpp)
-    mat = {k: [[_mean(v[k] for v in per[s][t].values()) for t in names] for s in names]
+    mat = {k: [[mean_or_none(v[k] for v in per[s][t].values()) for t in names] for s in names]
            for k in ("delta-psnr", "delta-bpp")}
     masking = _masking(per, names, _attacks.side(kind), clean_bpp, tol_db, tol_rate)
     for f in masking:
         print(f"GRADIENT MASKING? {f['target']!r} is hurt more by the {attack} attack crafted on "
               f"{f['source']!r} ({f['key']} {f['transfer']:+.3f}) than by the white-box attack "
               f"on itself ({f['white-box']:+.3f})")
-    return _plain({"attack": attack, "eps": eps, "iterations": it, "quant": q, "models": names,
+    return plain_values({"attack": attack, "eps": eps, "iterations": it, "quant": q, "models": names,
                    **mat, "clean-bpp": clean_bpp, "tol_db": tol_db, "tol_rate": tol_rate,
                    "per_image": per, "masking": masking})
 
@@ -143,10 +143,10 @@ def _code_on_target(model: torch.nn.Module, tgt: str, names: List[str], items: I
     try:
         for n, t in items:
             x = t[None].to(dev)
-            c = _measure(model, x, x, True)
+            c = measure_coding(model, x, x, True)
             clean_bpp[tgt] = clean_bpp.get(tgt, 0.0) + c["bpp"][0] / len(items)
             for src in names:
-                a = _measure(model, x, adv_by_source[src][n][None].to(dev), True)
+                a = measure_coding(model, x, adv_by_source[src][n][None].to(dev), True)
                 per.setdefault(src, {}).setdefault(tgt, {})[n] = {
                     "delta-psnr": a["psnr-rgb"][0] - c["psnr-rgb"][0],
                     "delta-bpp": a["bpp"][0] - c["bpp"][0]}
@@ -172,8 +172,8 @@ def _masking(per: PerImage, names: List[str], side: Optional[str], clean_bpp: Ma
             tol = tol_db if side == "psnr" else tol_rate * clean_bpp[tgt]
             if ci["hi"] < 0 and ci["mean"] <= -tol:
                 masking.append({"target": tgt, "source": src, "key": key,
-                                "transfer": _mean(per[src][tgt][n][key] for n in own),
-                                "white-box": _mean(own[n][key] for n in own),
+                                "transfer": mean_or_none(per[src][tgt][n][key] for n in own),
+                                "white-box": mean_or_none(own[n][key] for n in own),
                                 "ci": sorted([sign * ci["lo"], sign * ci["hi"]])})
     return masking
 

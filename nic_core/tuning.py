@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import config, stats
 from .results import load_results
-from .tables import _cell, _damage
+from .tables import table_cell, per_image_damage
 
 TUNE_DIR = "results/cpu/hyper-q4-tune"  # params/cpu/hyper-q4/04_tune.yaml, `reproduce_cpu.sh tune`
 # the same from hyper-q4-long (params/cpu/hyper-q4-long/04_tune.yaml, `reproduce_cpu.sh tune-q4long`)
@@ -70,8 +70,8 @@ def tuning_intervals(root=".", tune_dir: str = TUNE_DIR) -> Dict[str, Dict[str, 
                                               stats.per_image_values(r, None, "psnr-rgb")),
                  "vs best: clean rate (%)": ({n: 100.0 for n in b0},
                                              {n: 100 * v / b0[n] for n, v in b1.items() if n in b0}),
-                 "vs best: dPSNR (dB)": (_damage(base, "psnr", "psnr"), _damage(r, "psnr", "psnr")),
-                 "vs best: dbpp (% points)": (_damage(base, "bpp", "bpp"), _damage(r, "bpp", "bpp"))}
+                 "vs best: dPSNR (dB)": (per_image_damage(base, "psnr", "psnr"), per_image_damage(r, "psnr", "psnr")),
+                 "vs best: dbpp (% points)": (per_image_damage(base, "bpp", "bpp"), per_image_damage(r, "bpp", "bpp"))}
         out[name] = {k: stats.bootstrap_ci([b[n] - a[n] for n in b if n in a])
                      for k, (a, b) in pairs.items()}
     return out
@@ -104,10 +104,10 @@ def tuning(root=".", tune_dir: str = TUNE_DIR) -> pd.DataFrame:
     rows = []
     for name, r in found.items():
         row = {"variant": TUNE_LABELS.get(name, f"best, {name}"),
-               "clean bpp": round(_cell(r, None, "bpp"), 4),
-               "clean PSNR (dB)": round(_cell(r, None, "psnr-rgb"), 2)}
+               "clean bpp": round(table_cell(r, None, "bpp"), 4),
+               "clean PSNR (dB)": round(table_cell(r, None, "psnr-rgb"), 2)}
         for side, label in (("psnr", "dPSNR psnr attack (dB)"), ("bpp", "dbpp bpp attack (%)")):
-            ms = stats.mean_se(list(_damage(r, side, attack=side).values()))
+            ms = stats.mean_se(list(per_image_damage(r, side, attack=side).values()))
             row[label] = f"{ms['mean']:+.2f}" + (f" ± {ms['se']:.2f}" if ms["se"] else "")
         cis = intervals.get(name)
         if cis:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from . import attacks as _attacks
 from . import stats
-from .results import ATTACK_KEYS, _mean, _num
+from .results import ATTACK_KEYS, mean_or_none, plain_number
 
 Spec = tuple  # (kind, quant, iterations, schedule), as nic_core.evaluate.parse_attacks gives
 
@@ -80,14 +80,14 @@ def attack_blocks(per_image: List[Dict[str, Any]], specs: Mapping[str, Spec],
                    members: List[str], eps: float, lr: Optional[float]) -> Dict[str, Any]:
     """The ``"attacks"`` summary: settings, means, standard errors and held count per attack,
     and the worst-case rows with how often each member won."""
-    blocks = {key: {"eps": _num(eps), "iterations": it, "lr": _num(lr), "quant": q,
+    blocks = {key: {"eps": plain_number(eps), "iterations": it, "lr": plain_number(lr), "quant": q,
                     "kind": kind, "schedule": sch} for key, (kind, q, it, sch) in specs.items()}
     for which in ("psnr", "bpp"):
         wk = f"worst-{which}"
         if members and all(wk in r["attacks"] for r in per_image):
             wins = {m: sum(r["attacks"][wk]["winner"] == m for r in per_image) for m in members}
-            blocks[wk] = {"eps": _num(eps), "members": members, "wins": wins, "quant": "worst",
-                          "iterations": max(specs[m][2] for m in members), "lr": _num(lr)}
+            blocks[wk] = {"eps": plain_number(eps), "members": members, "wins": wins, "quant": "worst",
+                          "iterations": max(specs[m][2] for m in members), "lr": plain_number(lr)}
     for key, block in blocks.items():
         block.update(summarise([r["attacks"][key] for r in per_image]))
     return blocks
@@ -96,7 +96,7 @@ def attack_blocks(per_image: List[Dict[str, Any]], specs: Mapping[str, Spec],
 def summarise(vals: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     """An attack block's ``results`` (means), ``stderr`` and ``held`` count over the images'
     attacked rows ``vals`` (one per image)."""
-    return {"results": {k: [_mean(v[k] for v in vals)] for k in ATTACK_KEYS},
+    return {"results": {k: [mean_or_none(v[k] for v in vals)] for k in ATTACK_KEYS},
             "stderr": {k: stats.mean_se([v[k] for v in vals])["se"]
                        for k in ("psnr-rgb", "bpp", "delta-psnr", "delta-bpp")},
             "held": sum(bool(v["held"]) for v in vals)}

@@ -78,7 +78,7 @@ def _codec(state, x_ref, **plant):
     return m.plant(x_ref[0], **plant).eval()
 
 
-def _damage(model, x, x_adv):
+def per_image_damage(model, x, x_adv):
     """(distortion increase, rate increase, clean rate, the distortion against the clean
     reconstruction: Chen & Ma's measure) of coding ``x_adv`` instead of ``x`` (rounded)."""
     with torch.no_grad():
@@ -92,7 +92,7 @@ def _damage(model, x, x_adv):
 def _oracle(model, x):
     """The planted damage: noise +-sqrt(eps) d, the better sign of each measure."""
     n = math.sqrt(EPS) * model.d * 0.999
-    res = [_damage(model, x, (x + sgn * n).clamp(0, 1)) for sgn in (1, -1)]
+    res = [per_image_damage(model, x, (x + sgn * n).clamp(0, 1)) for sgn in (1, -1)]
     return [max(r[k] for r in res) for k in range(4)]
 
 
@@ -113,7 +113,7 @@ def test_every_attack_and_the_worst_case_find_90_percent_of_a_planted_weakness(
         for model, into in ((planted, found), (clean, natural)):
             r = attacks.attack(model, x_ref, kind, eps=EPS, iterations=ITERS)
             assert float(r["noise_mse"]) <= EPS
-            dd, db, bpp0, dref = _damage(model, x_ref, r["x_adv"])
+            dd, db, bpp0, dref = per_image_damage(model, x_ref, r["x_adv"])
             # Chen & Ma measure damage against the clean reconstruction: judged by that
             into[kind] = (dref * known / oracle[3] if kind == "ma2023" else
                           dd if side == "psnr" else db)
@@ -124,7 +124,7 @@ def test_every_attack_and_the_worst_case_find_90_percent_of_a_planted_weakness(
     assert max(natural.values()) < known / 3, (natural, known)
     # and the test can fail: random noise of the same budget finds little of the plant
     r = attacks.attack(planted, x_ref, "noise", eps=EPS)
-    assert _damage(planted, x_ref, r["x_adv"])[0 if side == "psnr" else 1] < 0.5 * known
+    assert per_image_damage(planted, x_ref, r["x_adv"])[0 if side == "psnr" else 1] < 0.5 * known
     missed = {k: v / known for k, v in found.items() if v < 0.9 * known}
     assert not missed, f"found under 90 % of the planted damage: {missed}"
     # the evaluation's worst case over an ensemble of every family finds it too

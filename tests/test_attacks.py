@@ -253,7 +253,7 @@ def test_random_noise_far_weaker_than_attacks(smoke_attacks):
 
 def test_budget_test_setting_needs_the_projection(tiny_model, x64, monkeypatch):
     """Guard for the budget tests above: their settings overshoot eps unless projected."""
-    monkeypatch.setattr(attack_loop, "_project_budget", lambda x, n, eps, linf=None: x + n)
+    monkeypatch.setattr(attack_loop, "project_budget", lambda x, n, eps, linf=None: x + n)
     out = attack(tiny_model, x64, "psnr", eps=1e-4, iterations=3, lr=0.05, keep_best=False,
                  schedule="constant")
     assert (out["noise_mse"] > 1e-4).any(), out["noise_mse"]

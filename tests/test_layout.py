@@ -48,3 +48,70 @@ def test_every_module_is_on_the_maps():
     mods = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
     assert len(mods) > 20
     assert [m for m in mods if m not in design] == []
+
+
+def _imports(path):
+    """(module names imported from within nic_core at the module's top level, the private names
+    imported from another nic_core module anywhere in it)."""
+    tree = ast.parse(path.read_text())
+    top, private = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            mods = [node.module] if node.module else [a.name for a in node.names]
+            if node in tree.body:
+                top.update(m.split(".")[0] for m in mods)
+            if node.module:
+                private += [f"{path.stem} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_")]
+    return top, private
+
+
+def test_no_module_imports_a_private_name_of_another():
+    private = [p for f in PACKAGE.glob("*.py") for p in _imports(f)[1]]
+    assert not private, private
+
+
+def test_no_import_cycle_at_module_level():
+    """The top-level imports between nic_core's modules form no cycle (an import inside a
+    function, for a CLI, does not count)."""
+    graph = {f.stem: _imports(f)[0] for f in PACKAGE.glob("*.py") if f.stem != "__init__"}
+    cycles = []
+
+    def visit(node, path):
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
+
+    done = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    assert not cycles, cycles[:5]
+
+
+def test_the_import_checks_can_fail(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from .a import b, _c\nfrom . import d\ndef f():\n    from .e import g\n")
+    assert _imports(f) == ({"a", "d"}, ["m imports a._c"])
+
+
+def test_the_public_api_resolves_and_stays_light():
+    """Every name of nic_core.__all__ is its module's own object; ``import nic_core`` itself
+    imports no torch-heavy module (names load on first use)."""
+    import importlib
+    import subprocess
+    import sys
+
+    import nic_core
+    for name in nic_core.__all__:
+        obj = getattr(nic_core, name)
+        if name in nic_core._MODULES:
+            assert obj is importlib.import_module(f"nic_core.{name}")
+        else:
+            assert obj is getattr(importlib.import_module(f"nic_core.{nic_core._API[name]}"), name)
+    code = "import sys, nic_core; print(sorted(m for m in sys.modules if m.startswith('nic_core')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip() == "['nic_core']"
