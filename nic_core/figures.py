@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import checkpoints, cli, stats, viz  # noqa: E402
+from . import bd, checkpoints, cli, stats, viz  # noqa: E402
 from .readme_includes import refresh_includes  # noqa: E402
 from .results import load_results  # noqa: E402
 from .registry import (LABELS, LONG, LONGER, PAPER_K24, PAPER_TABLE1, PAPER_TABLE2,  # noqa: E402
@@ -315,14 +315,15 @@ def fig_verdicts(g, ruler: str = "damage"):
 
 
 def _verdict_grid(found, out: Path, tdir: Path) -> List[Path]:
-    """The verdict grid on both rulers (tables, CSV, figures) and its rate-hold sensitivity."""
+    """The verdict grid on both rulers, its rate-hold sensitivity, the BD ruler under attack."""
     g = grid(found)
     (tdir / "verdict_grid.md").write_text(grid_markdown(g) + "\n")
     (tdir / "verdict_grid_absolute.md").write_text(grid_markdown(g, "absolute") + "\n")
     g.round(4).to_csv(tdir / "verdict_grid.csv", index=False)  # each cell's interval too
     (tdir / "sensitivity_rate_tol.md").write_text(sensitivity_markdown(sensitivity(found)) + "\n")
-    written = [tdir / f"{n}.md" for n in ("verdict_grid", "verdict_grid_absolute",
-                                          "sensitivity_rate_tol")] + [tdir / "verdict_grid.csv"]
+    (tdir / "bd_under_attack.md").write_text(flat_markdown(bd.table(found)) + "\n")
+    names = ("verdict_grid", "verdict_grid_absolute", "sensitivity_rate_tol", "bd_under_attack")
+    written = [tdir / f"{n}.md" for n in names] + [tdir / "verdict_grid.csv"]
     if not g.empty:
         written += save(fig_verdicts(g[g.ruler == "damage"]), out, "fig_verdicts_cpu")
         written += save(fig_verdicts(g[g.ruler == "absolute"], "absolute"), out,

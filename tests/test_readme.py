@@ -59,7 +59,7 @@ def test_the_headline_numbers_are_in_the_results_it_names():
     """Each signed number of the README's headline paragraph occurs in one of the committed
     tables its comment names (a re-evaluation that moves a number fails here until the
     headline is rewritten). Unsigned numbers there are the paper's or restate a signed one."""
-    m = re.search(r"<!-- headline: (.*?) -->\n(.*?)\n\n", README, re.S)
+    m = re.search(r"<!-- headline: (.*?) -->\n(.*?)\n!\[", README, re.S)
     assert m, "the README's headline paragraph carries a <!-- headline: ... --> comment"
     files = re.findall(r"results/\S+\.md", m.group(1))
     assert len(files) >= 2
