@@ -53,6 +53,7 @@ from . import attacks, cli, config, losses, trainers
 from .models import aux_parameters, build_model, codec_forward, net_parameters, quantization
 
 TARGET_ATTACK_OVER_BARE = 1.15  # with strongest-iterate tracking on (issue 8)
+TARGET_APGD_OVER_BARE = 1.05  # APGD's iteration (issue 32, item 7)
 TARGET_NAIVE_OVER_OURS = 1.5
 TARGET_SMOOTH_OVER_RD = 2.0
 
@@ -193,6 +194,9 @@ def bench_attacks(args) -> Dict[str, object]:
         "attack bpp B=1": _attack_iter(model, x1, "bpp", K),
         "attack ma2023 B=1": _attack_iter(model, x1, "ma2023", K),
         "attack pgd-psnr B=1": _attack_iter(model, x1, "pgd-psnr", K),
+        "attack apgd-psnr B=1": _attack_iter(model, x1, "apgd-psnr", K),
+        "attack apgd-psnr@noise B=1": _attack_iter(model, x1, "apgd-psnr", K, quant="noise"),
+        "attack apgd-bpp B=1": _attack_iter(model, x1, "apgd-bpp", K),
         "attack mixed [psnr, bpp] B=2": _attack_iter(model, x2, ["psnr", "bpp"], K),
         "naive per-image loop (per image)": naive,
     }
@@ -201,11 +205,11 @@ def bench_attacks(args) -> Dict[str, object]:
           "(every measurement once per round, so load changes hit all alike); medians",
           flush=True)
     times, med, best = _interleaved(measures, W, R)
-    bare_name = {1: "bare fwd+bwd B=1 (channels_last)", 2: "bare fwd+bwd B=2 (channels_last)"}
     bare = {1: "bare fwd+bwd B=1 (channels_last)", 2: "bare fwd+bwd B=2 (channels_last)"}
     rows = [_row(name, times, med, best,
                  ref=bare[2 if "B=2" in name else 1] if name.startswith("attack") else None,
-                 target=TARGET_ATTACK_OVER_BARE if name.startswith("attack") else None)
+                 target=None if not name.startswith("attack") else
+                 TARGET_APGD_OVER_BARE if "apgd" in name else TARGET_ATTACK_OVER_BARE)
             for name in med]
     naive = "naive per-image loop (per image)"
     rows += [_ratio_row("strongest-iterate tracking: best / last (psnr B=1)", "attack psnr B=1",
@@ -342,6 +346,21 @@ def bench_training(args) -> Dict[str, object]:
             "stage2_peak_memory_mib": peak / 2**20, "stage2_peak_memory_how": how}
 
 
+def markdown_table(result: Dict[str, object]) -> str:
+    """The rows as a Markdown table (the docs include it: docs/benchmarks.md)."""
+    lines = [f"`{result['bench']}`: {result.get('model')} q{result.get('quality')}, "
+             f"{result.get('size', '')}, {result['threads']} thread(s), {result['repeats']} "
+             "interleaved rounds, medians", "",
+             "| measurement | ms / iteration | ratio | target | ok |", "|---|---:|---:|---|---|"]
+    for r in result["rows"]:
+        ms = "" if r["ms_per_iter"] is None else f"{r['ms_per_iter']:.0f}"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        tgt = "" if r["target"] is None else f"{r['target_kind']} {r['target']:.2f}"
+        ok = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
+        lines.append(f"| {r['name']} | {ms} | {ratio} | {tgt} | {ok} |")
+    return "\n".join(lines)
+
+
 def format_table(result: Dict[str, object]) -> str:
     """The printed table: medians (and minima) in ms per iteration, ratios against targets."""
     lines = [f"{'measurement':<38s} {'ms/iter':>8s} {'(min)':>8s} {'ratio':>7s} {'(min)':>7s} "
@@ -383,7 +402,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model", default="hyper")
     p.add_argument("--quality", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    p.add_argument("--json", default=None, help="also save the results to this path")
+    p.add_argument("--json", default=None, help="also save the results to this path (and a "
+                   "Markdown table beside it, .md)")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.iterations < 1 or args.batch < 1:
         p.error("--repeats, --iterations and --batch must be >= 1, --warmup >= 0")
@@ -397,6 +417,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"saved {path}")
+        path.with_suffix(".md").write_text(markdown_table(result) + "\n")  # docs/benchmarks.md
+        print(f"saved {path.with_suffix('.md')}")
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import yaml
 
-from . import checkpoints, cli, config, data, defenses, distributed, evaluate, journal
+from . import checkpoints, cli, config, data, defenses, distributed, evaluate, journal, zoo
 from .models import build_model, split_hyper, widen_hyper
 from .trainers import make_objective, resolve_device, seed_everything, train
 
@@ -276,7 +276,9 @@ def _main(args, cfg: Dict[str, Any]) -> int:
         run_dir = Path(args.eval_only).parent
         run_cfg = {**ckpt.get("config", {}), "stage": ckpt.get("stage") or args.stage}
         out = Path(args.out or run_dir / f"metrics_{cfg['eval_set']}.json")
-        evaluate_run(model, {**cfg, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
+        own = {k: run_cfg[k] for k in ("model", "lmbda", "quality") if k in run_cfg}
+        own.update(zoo.width(ckpt["state_dict"]))  # the weights' N, M (issue 33: configs erred)
+        evaluate_run(model, {**cfg, **own, "stage": run_cfg["stage"], "run_dir": str(run_dir)},
                      name=args.name or run_name(run_cfg), out=out, adversarial=args.adversarial,
                      resumable=True, fresh=args.fresh)
         if distributed.is_main():

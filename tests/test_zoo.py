@@ -78,3 +78,16 @@ def test_evaluate_model_records_the_weights_own_config_and_hash(tmp_path, monkey
     assert cfg["eps"] == 5e-4 and cfg["evaluation"]["worst_case"] == ["psnr", "apgd-psnr", "noise"]
     assert "pkdt model" in res["description"] and "N 64, M 96" in res["description"]
     assert not Path(str(out) + ".journal").exists()
+
+
+def test_eval_only_records_the_weights_width_not_the_checkpoint_config(tmp_path):
+    """``python -m nic_core.runs pretrain --eval-only`` on hyper-q4-pkdt (whose checkpoint config
+    says N 48, M 64): the results' config says what the weights are, N 64, M 96."""
+    from nic_core import runs
+    out = tmp_path / "m.json"
+    assert runs.main(["pretrain", "-p", "eval_limit", "1", "-p", "eval_crop", "64",
+                      "-p", "attack_iterations", "1",
+                      "--eval-only", str(ROOT / "models/cpu/hyper-q4-pkdt/model.pt"),
+                      "--out", str(out)]) == 0
+    cfg = json.loads(out.read_text())["config"]
+    assert (cfg["N"], cfg["M"], cfg["lmbda"], cfg["stage"]) == (64, 96, 0.013, "pkdt")
