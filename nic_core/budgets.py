@@ -68,7 +68,8 @@ def nest(large: Mapping[str, Any], small: Mapping[str, Any]) -> Dict[str, Any]:
 
     Raises:
         ValueError: not worst-case files, eps_small >= eps_large, other acceptance rules, other
-            images, or other clean points (another model).
+            images, other weights (``weights_sha256``, where both files record it) or other
+            clean points (another model).
     """
     el, es = _eps(large, "the larger budget's file"), _eps(small, "the smaller budget's file")
     if not es < el:
@@ -81,6 +82,10 @@ def nest(large: Mapping[str, Any], small: Mapping[str, Any]) -> Dict[str, Any]:
     if [r["name"] for r in rows_l] != [r["name"] for r in rows_s]:
         raise ValueError("the two files hold other images (or another order): "
                          f"{[r['name'] for r in rows_l]} and {[r['name'] for r in rows_s]}")
+    hashes = [r["config"]["evaluation"].get("weights_sha256") for r in (large, small)]
+    if None not in hashes and hashes[0] != hashes[1]:
+        raise ValueError(f"the two files evaluated other weights (sha256 {hashes[0][:12]}... and "
+                         f"{hashes[1][:12]}...): they are of different models")
     for a, b in zip(rows_l, rows_s):
         for k, tol in CLEAN_TOL.items():
             if abs(a[k] - b[k]) > tol:

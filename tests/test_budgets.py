@@ -68,6 +68,14 @@ def test_nest_refuses_what_is_not_one_model_at_two_budgets():
     del other["attacks"]["worst-bpp"]
     with pytest.raises(ValueError, match="not a worst-case evaluation"):
         budgets.nest(big, other)
+    # issue 33: files that name their weights must name the same ones
+    hashed = _file(5e-4, rows)
+    big["config"]["evaluation"]["weights_sha256"] = "a" * 64
+    hashed["config"]["evaluation"]["weights_sha256"] = "b" * 64
+    with pytest.raises(ValueError, match="other weights"):
+        budgets.nest(big, hashed)
+    hashed["config"]["evaluation"]["weights_sha256"] = "a" * 64
+    assert budgets.nest(big, hashed)["per_image"]
 
 
 def test_committed_nested_files_are_the_nest_of_their_two_files(tmp_path):
