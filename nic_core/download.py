@@ -86,7 +86,8 @@ REMOTES = {
 _USER_AGENT = "nic_core-data/0.1 (python urllib)"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (downloads, the zoo's SHA256SUMS)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -196,7 +197,7 @@ def download(name: str, to: str | os.PathLike, base_url: str | None = None,
     for fname, sha in tqdm(files.items(), desc=f"download {name}", unit="file",
                            disable=len(files) < 2):
         target = workdir / fname
-        present = target.is_file() and (sha is None or _sha256_file(target) == sha.lower())
+        present = target.is_file() and (sha is None or sha256_file(target) == sha.lower())
         if not present:  # else: already there (and verified when a hash is known)
             _fetch(base + urllib.parse.quote(fname), target, sha, timeout)
         if remote.unzip:

@@ -240,6 +240,7 @@ def evaluate_model(target: str, out, params=None, pairs=(), fresh: bool = False)
     own weights (architecture from its checkpoint, N and M read off the weights) and records
     their sha256."""
     from . import checkpoints, config, runs, zoo
+    from .download import sha256_file
 
     if Path(target).is_file():
         file, name, digest = Path(target), Path(target).parent.name or Path(target).stem, None
@@ -253,7 +254,7 @@ def evaluate_model(target: str, out, params=None, pairs=(), fresh: bool = False)
     device = runs.setup(cfg)
     model = checkpoints.load_model(file, device=device)
     what = (f"{ckpt.get('stage') or 'a'} model {file} ({cfg['model']}, N {cfg['N']}, M {cfg['M']}; "
-            f"file sha256 {digest or zoo.sha256(file)})")
+            f"file sha256 {digest or sha256_file(file)})")
     runs.evaluate_run(model, cfg, name=name, out=Path(out), resumable=True, fresh=fresh,
                       description=what)
     print(f"saved {out}")

@@ -10,6 +10,7 @@ results that did not hold and random noise beating the gradient attacks (gradien
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from . import attacks as _attacks
@@ -116,8 +117,6 @@ def rejudge(results: Mapping[str, Any], rate_tol: float,
         ValueError: a file without a worst case, or one nested over two budgets
             (:func:`nic_core.budgets.nest`: rejudge both files, then nest them again).
     """
-    import copy
-
     ev = (results.get("config") or {}).get("evaluation") or {}
     if ev.get("nested"):
         raise ValueError(f"{results.get('name')!r} is nested over two budgets: rejudge its two "

@@ -16,7 +16,6 @@ table.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Dict, List
@@ -24,6 +23,7 @@ from typing import Any, Dict, List
 import torch
 
 from . import checkpoints, cli
+from .download import sha256_file
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "models" / "cpu"
 
@@ -51,15 +51,6 @@ def path(model_id: str) -> Path:
     return root() / model_id / "model.pt"
 
 
-def sha256(file) -> str:
-    """The sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(model_id: str) -> str:
     """Check ``model.pt`` against the folder's ``SHA256SUMS``; returns the sha256.
 
@@ -74,7 +65,7 @@ def verify(model_id: str) -> str:
             sums[name.strip().lstrip("*")] = digest
     if "model.pt" not in sums:
         raise ValueError(f"{file.parent / 'SHA256SUMS'} records no hash for model.pt")
-    got = sha256(file)
+    got = sha256_file(file)
     if got != sums["model.pt"]:
         raise ValueError(f"{file}: sha256 {got[:12]}... differs from SHA256SUMS "
                          f"({sums['model.pt'][:12]}...): the weights are not the committed ones")
